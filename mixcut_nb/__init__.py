@@ -9,7 +9,7 @@ __all__ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox
            'image_transform', 'image_loader', 'denormalize', 'imshow', 'soft_label', 'show_batch', 'read_labels',
            'show_mix']
 
-# %% ../nbs/index.ipynb #1c2bf803
+# %% ../nbs/index.ipynb #d0d4d5a2
 from .core import one_hot, mixup_target, mixup, cutmix, rand_bbox, rand_bbox_minmax, cutmix_bbox_and_lam
 from .mixing import MixParams, mix_, Mixup
 from .collate import FastCollateMixup
