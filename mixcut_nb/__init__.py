@@ -5,17 +5,11 @@ __version__ = "0.1.0"
 
 # %% auto #0
 __all__ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam', 'MixParams',
-           'mix_', 'Mixup', 'FastCollateMixup', 'IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD', 'sample_images',
-           'image_transform', 'image_loader', 'denormalize', 'imshow', 'soft_label', 'show_batch', 'read_labels',
-           'show_mix']
+           'mix_', 'Mixup', 'FastCollateMixup']
 
 # %% ../nbs/index.ipynb #d0d4d5a2
 from .core import one_hot, mixup_target, mixup, cutmix, rand_bbox, rand_bbox_minmax, cutmix_bbox_and_lam
 from .mixing import MixParams, mix_, Mixup
 from .collate import FastCollateMixup
-from .data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, sample_images, image_transform, image_loader
-from .viz import denormalize, imshow, soft_label, show_batch, read_labels, show_mix
 _all_ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam',
-         'MixParams', 'mix_', 'Mixup', 'FastCollateMixup',
-         'IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD', 'sample_images', 'image_transform', 'image_loader',
-         'denormalize', 'imshow', 'soft_label', 'show_batch', 'read_labels', 'show_mix']
+         'MixParams', 'mix_', 'Mixup', 'FastCollateMixup']

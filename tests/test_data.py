@@ -3,10 +3,10 @@ import multiprocessing as mp
 from pathlib import Path
 import numpy as np, torch, pytest
 from PIL import Image
-import mixcut_nb as mc
+from mixcut_nb import data
 from mixcut_nb.data import _PHOTOS, _sample_files
 
-def _build(path, q): q.put(str(mc.sample_images(path)))
+def _build(path, q): q.put(str(data.sample_images(path)))
 
 def test_concurrent_builds_give_one_complete_set(tmp_path):
     root, ctx = tmp_path / 'set', mp.get_context('spawn')
@@ -21,20 +21,20 @@ def test_concurrent_builds_give_one_complete_set(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == sorted(_PHOTOS)
 
 def test_existing_set_is_reused_and_foreign_folder_refused(tmp_path):
-    root = mc.sample_images(tmp_path / 'set')
+    root = data.sample_images(tmp_path / 'set')
     f = root / 'cat' / 'chelsea.png'
     before = f.stat().st_mtime_ns
-    assert mc.sample_images(root) == root and f.stat().st_mtime_ns == before
+    assert data.sample_images(root) == root and f.stat().st_mtime_ns == before
     (tmp_path / 'mine').mkdir(); (tmp_path / 'mine' / 'notes.txt').write_text('x')
-    with pytest.raises(FileExistsError, match='`path`'): mc.sample_images(tmp_path / 'mine')
+    with pytest.raises(FileExistsError, match='`path`'): data.sample_images(tmp_path / 'mine')
     (tmp_path / 'file').write_text('x')
-    with pytest.raises(FileExistsError, match='`path`'): mc.sample_images(tmp_path / 'file')
+    with pytest.raises(FileExistsError, match='`path`'): data.sample_images(tmp_path / 'file')
 
 def test_cache_location_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv('MIXCUT_NB_CACHE', str(tmp_path / 'c'))
-    assert mc.sample_images() == tmp_path / 'c' / 'photos-v1'
+    assert data.sample_images() == tmp_path / 'c' / 'photos-v1'
     monkeypatch.delenv('MIXCUT_NB_CACHE'); monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'x'))
-    assert mc.sample_images() == tmp_path / 'x' / 'mixcut_nb' / 'photos-v1'
+    assert data.sample_images() == tmp_path / 'x' / 'mixcut_nb' / 'photos-v1'
 
 def _tree(root, classes=('n01440764', 'n02102040', 'n02979186'), per_class=3):
     for k, c in enumerate(classes):
@@ -46,18 +46,18 @@ def _tree(root, classes=('n01440764', 'n02102040', 'n02979186'), per_class=3):
 @pytest.mark.parametrize('train', [False, True])
 def test_loader_reads_an_imagenette_like_tree(tmp_path, train):
     root = _tree(tmp_path / 'imagenette2-320' / 'train')
-    dl = mc.image_loader(root, size=48, batch_size=4, train=train)
+    dl = data.image_loader(root, size=48, batch_size=4, train=train)
     assert dl.dataset.classes == ['n01440764', 'n02102040', 'n02979186']
     batches = list(dl)
     assert [len(y) for _, y in batches] == [4, 4, 1]
     x, y = batches[0]
     assert x.shape == (4, 3, 48, 48) and x.dtype == torch.float32 and y.dtype == torch.int64
-    u = x * torch.tensor(mc.IMAGENET_DEFAULT_STD).view(3, 1, 1) + torch.tensor(mc.IMAGENET_DEFAULT_MEAN).view(3, 1, 1)
+    u = x * torch.tensor(data.IMAGENET_DEFAULT_STD).view(3, 1, 1) + torch.tensor(data.IMAGENET_DEFAULT_MEAN).view(3, 1, 1)
     assert u.min() >= -1e-5 and u.max() <= 1 + 1e-5
 
 def test_loader_seed_fixes_the_order(tmp_path):
     root = _tree(tmp_path / 't')
-    order = lambda seed: torch.cat([y for _, y in mc.image_loader(root, size=8, batch_size=2, seed=seed)]).tolist()
+    order = lambda seed: torch.cat([y for _, y in data.image_loader(root, size=8, batch_size=2, seed=seed)]).tolist()
     assert order(3) == order(3)
     assert len({tuple(order(s)) for s in range(6)}) > 1
 
@@ -65,4 +65,4 @@ def test_loader_seed_fixes_the_order(tmp_path):
     (dict(root='/nonexistent/imagenette'), '`root`'), (dict(batch_size=0), 'batch_size'), (dict(size=0), 'size'),
     (dict(num_workers=-1), 'num_workers'), (dict(seed=1.5), 'seed'), (dict(size='224'), 'size')])
 def test_loader_errors_name_the_argument(kwargs, match):
-    with pytest.raises((ValueError, TypeError), match=match): mc.image_loader(**kwargs)
+    with pytest.raises((ValueError, TypeError), match=match): data.image_loader(**kwargs)

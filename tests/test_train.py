@@ -6,11 +6,15 @@ from timm.data import mixup as tm
 from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 import mixcut_nb as mc
 from mixcut_nb import train as T
+from mixcut_nb.data import digits_folder
 
 @pytest.fixture(scope='session', autouse=True)
 def cache(tmp_path_factory):
-    os.environ['MIXCUT_NB_CACHE'] = str(tmp_path_factory.mktemp('cache'))
-    return T.digits_folder()
+    old = os.environ.get('MIXCUT_NB_CACHE')
+    os.environ['MIXCUT_NB_CACHE'] = str(tmp_path_factory.mktemp('cache'))   # training subprocesses inherit it
+    yield digits_folder()
+    if old is None: del os.environ['MIXCUT_NB_CACHE']
+    else: os.environ['MIXCUT_NB_CACHE'] = old
 
 def parse(s): return T.get_parser().parse_args(s.split())
 
@@ -169,7 +173,7 @@ def test_digits_folder_is_written_once(cache):
     assert sorted(p.name for p in (cache / 'train').iterdir()) == [str(i) for i in range(10)]
     assert sum(1 for _ in cache.rglob('*.png')) == 1797
     mtime = (cache / 'train').stat().st_mtime
-    assert T.digits_folder() == cache and (cache / 'train').stat().st_mtime == mtime
+    assert digits_folder() == cache and (cache / 'train').stat().st_mtime == mtime
 
 @pytest.mark.slow
 def test_default_run_reaches_90_percent(tmp_path):

@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np, torch, pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 import mixcut_nb as mc
+from mixcut_nb import data, viz
 from mixcut_nb.viz import _PAD, _tile_x0
 
 @settings(max_examples=300, deadline=None)
@@ -12,7 +13,7 @@ from mixcut_nb.viz import _PAD, _tile_x0
 def test_soft_label_shows_the_top_weights_of_the_row(w, k, min_weight):
     row = torch.tensor(w, dtype=torch.float32)
     names = [f'class {i}' for i in range(len(w))]
-    label = mc.soft_label(row, names, k=k, min_weight=min_weight)
+    label = viz.soft_label(row, names, k=k, min_weight=min_weight)
     parts = label.split(' / ')
     assert 1 <= len(parts) <= k
     shown = [re.fullmatch(r'class (\d+) (1\.00|\.\d\d)', p) for p in parts]
@@ -35,10 +36,10 @@ def test_show_mix_matches_the_mixed_batch(mode, half, H, W, smoothing, minmax, s
     mf = mc.Mixup(**kw, mode=mode, label_smoothing=smoothing, num_classes=nc, rng=np.random.default_rng(seed))
     xm, ym = mf(x.clone(), y)
     p = mf.last_params
-    fig, (ax0, ax1) = mc.show_mix(x, y, xm, ym, None, p)
+    fig, (ax0, ax1) = viz.show_mix(x, y, xm, ym, None, p)
     try:
-        assert mc.read_labels(ax0) == [(None, {str(int(c)): 1.}) for c in y]
-        for i, (op, shown) in enumerate(mc.read_labels(ax1)):
+        assert viz.read_labels(ax0) == [(None, {str(int(c)): 1.}) for c in y]
+        for i, (op, shown) in enumerate(viz.read_labels(ax1)):
             assert op == ('cutmix' if p.cutmix[i] else 'mixup' if p.mixup[i] else 'unmixed')
             for c, w in shown.items(): assert abs(w - ym[i, int(c)].item()) <= 0.005 + 1e-6
         img = np.asarray(ax1.images[0].get_array())
@@ -54,28 +55,28 @@ def test_show_mix_matches_the_mixed_batch(mode, half, H, W, smoothing, minmax, s
         for i, (yl, yh, xl, xh) in drawn.items():                     # inside each box: the partner, as displayed
             x0 = _tile_x0(i, W)
             np.testing.assert_allclose(img[_PAD + yl:_PAD + yh, x0 + xl:x0 + xh],
-                                       mc.denormalize(x[B - 1 - i]).permute(1, 2, 0)[yl:yh, xl:xh].numpy(), atol=1e-6)
+                                       viz.denormalize(x[B - 1 - i]).permute(1, 2, 0)[yl:yh, xl:xh].numpy(), atol=1e-6)
     finally: plt.close(fig)
 
 def test_imshow_undoes_the_normalization():
     img = torch.rand(3, 5, 7)
-    m, s = torch.tensor(mc.IMAGENET_DEFAULT_MEAN).view(3, 1, 1), torch.tensor(mc.IMAGENET_DEFAULT_STD).view(3, 1, 1)
-    ax = mc.imshow((img - m) / s, title=['a', 1])
+    m, s = torch.tensor(data.IMAGENET_DEFAULT_MEAN).view(3, 1, 1), torch.tensor(data.IMAGENET_DEFAULT_STD).view(3, 1, 1)
+    ax = viz.imshow((img - m) / s, title=['a', 1])
     np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), img.permute(1, 2, 0).numpy(), atol=1e-6)
     assert ax.get_title() == 'a, 1'
     plt.close(ax.figure)
 
 @pytest.mark.parametrize('call, match', [
-    (lambda: mc.imshow(torch.zeros(2, 3, 4, 4)), r'\(C, H, W\)'),
-    (lambda: mc.denormalize([1, 2]), 'torch.Tensor'),
-    (lambda: mc.denormalize(torch.zeros(4, 4)), '`x`'),
-    (lambda: mc.soft_label(torch.zeros(3), classes=['a', 'b']), '`classes`'),
-    (lambda: mc.soft_label(torch.zeros(3), k=0), '`k`'),
-    (lambda: mc.show_batch(torch.zeros(3, 4, 4)), '`x`'),
-    (lambda: mc.show_batch(torch.zeros(2, 3, 4, 4), torch.zeros(3)), '`target`'),
-    (lambda: mc.show_batch(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 3)), '`target`'),
-    (lambda: mc.show_batch(torch.zeros(2, 3, 4, 4), params='p'), '`params`'),
-    (lambda: mc.show_mix(torch.zeros(2, 3, 4, 4), torch.zeros(2), torch.zeros(2, 3, 4, 5), torch.zeros(2, 5)), '`xm`'),
+    (lambda: viz.imshow(torch.zeros(2, 3, 4, 4)), r'\(C, H, W\)'),
+    (lambda: viz.denormalize([1, 2]), 'torch.Tensor'),
+    (lambda: viz.denormalize(torch.zeros(4, 4)), '`x`'),
+    (lambda: viz.soft_label(torch.zeros(3), classes=['a', 'b']), '`classes`'),
+    (lambda: viz.soft_label(torch.zeros(3), k=0), '`k`'),
+    (lambda: viz.show_batch(torch.zeros(3, 4, 4)), '`x`'),
+    (lambda: viz.show_batch(torch.zeros(2, 3, 4, 4), torch.zeros(3)), '`target`'),
+    (lambda: viz.show_batch(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 3)), '`target`'),
+    (lambda: viz.show_batch(torch.zeros(2, 3, 4, 4), params='p'), '`params`'),
+    (lambda: viz.show_mix(torch.zeros(2, 3, 4, 4), torch.zeros(2), torch.zeros(2, 3, 4, 5), torch.zeros(2, 5)), '`xm`'),
 ])
 def test_errors_name_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match): call()
