@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 __all__ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam', 'MixParams',
            'mix_', 'Mixup', 'FastCollateMixup']
 
-# %% ../nbs/index.ipynb #d0d4d5a2
+# %% ../nbs/index.ipynb #062ac952
 from .core import one_hot, mixup_target, mixup, cutmix, rand_bbox, rand_bbox_minmax, cutmix_bbox_and_lam
 from .mixing import MixParams, mix_, Mixup
 from .collate import FastCollateMixup

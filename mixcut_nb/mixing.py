@@ -6,6 +6,7 @@
 __all__ = ['CPU_BUDGET', 'MixParams', 'Mixup', 'draw', 'mix_']
 
 # %% ../nbs/01_mixing.ipynb #be5281a5
+import math
 from dataclasses import dataclass
 import numpy as np, torch
 from torch.utils.data import get_worker_info
@@ -153,7 +154,7 @@ class _Scratch:
     "Reusable flat buffers, so that mixing allocates nothing after the first call"
     def __init__(self): self.bufs = {}
     def __call__(self, slot, shape, dtype, device):
-        n, key = int(np.prod(shape)), (slot, dtype, device)
+        n, key = math.prod(shape), (slot, dtype, device)
         buf = self.bufs.get(key)
         if buf is None or buf.numel() < n: buf = self.bufs[key] = torch.empty(n, dtype=dtype, device=device)
         return buf[:n].view(shape)
@@ -241,7 +242,8 @@ def mix_(x:torch.Tensor, # batch (B, C, H, W), float or uint8: mixed in place
         if nm:                                     # blend in float, round back for uint8
             f = s[:2 * nm] if dt.is_floating_point else scratch(1, (2 * nm,) + s.shape[1:], opdt, dev).copy_(s[:2 * nm])
             o = f.mul_(w)[:nm].add_(f[nm:])
-            if not dt.is_floating_point: s[:nm].copy_(o.round_())
+            if not dt.is_floating_point:   # float -> int16 -> uint8: exact here, and far faster than float -> uint8
+                s[:nm].copy_(scratch(2, o.shape, torch.int16, dev).copy_(o.round_()))
         if inband:
             cm = s[2 * nm:2 * (nm + nc)]
             if nm: cm = cm[..., c0:c1]
