@@ -51,6 +51,24 @@ def _progress(total, show):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc='bench', unit='case', leave=False, disable=not show)
 
+def _bench(label, classes, call, floor, restore, modes, kinds, repeats, device, progress):
+    "One row per mode and kind: timm's and mixcut_nb's `classes` built alike, each called through `call`"
+    rows, bar = [], _progress(len(modes) * len(kinds), progress)
+    for mode in modes:
+        for kind in kinds:
+            timm, ours = (cls(mode=mode, **KINDS[kind]) for cls in classes)
+            fns = dict(timm=lambda: call(timm), ours=lambda: call(ours), floor=floor)
+            for f in fns.values(): restore(0); f()                # warm up: our scratch is allocated here, once
+            t = time_calls(fns, restore, repeats, device)
+            mem = {k: (restore(0), peak_extra_mb(fns[k], device))[1] for k in ('timm', 'ours')}
+            scratch = sum(b.numel() * b.element_size() for b in ours._scratch.bufs.values()) / 2**20 if ours._scratch else 0.
+            rows.append(dict(case=f'{label} {mode} {kind}', timm_ms=t['timm'], ours_ms=t['ours'], floor_ms=t['floor'],
+                             speedup=t['timm'] / t['ours'], floor_ratio=t['ours'] / t['floor'],
+                             timm_mb=mem['timm'], ours_mb=mem['ours'], scratch_mb=scratch))
+            bar.update()
+    bar.close()
+    return rows
+
 def bench_mixup(batch_size=128, img_size=224, dtype='float32', device='cpu', repeats=7,
                 modes=('batch', 'pair', 'elem'), kinds=tuple(KINDS), seed=0, progress=True):
     "Time and peak memory of timm's and mixcut_nb's `Mixup` per mode and kind; one dict per case"
@@ -59,22 +77,8 @@ def bench_mixup(batch_size=128, img_size=224, dtype='float32', device='cpu', rep
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(batch_size, 3, img_size, img_size, generator=g).to(device, dtype)
     x, y = base.clone(), torch.randint(0, 1000, (batch_size,), generator=g).to(device)
-    rows, bar = [], _progress(len(modes) * len(kinds), progress)
     def restore(r): x.copy_(base); np.random.seed(seed + r)
-    for mode in modes:
-        for kind in kinds:
-            ours, timm = Mixup(mode=mode, **KINDS[kind]), TimmMixup(mode=mode, **KINDS[kind])
-            fns = dict(timm=lambda: timm(x, y), ours=lambda: ours(x, y), floor=lambda: x.mul_(1.0))
-            for f in fns.values(): restore(0); f()               # warm up, allocate our scratch
-            t = time_calls(fns, restore, repeats, device)
-            mem = {k: (restore(0), peak_extra_mb(f, device))[1] for k, f in fns.items() if k != 'floor'}
-            scratch = sum(b.numel() * b.element_size() for b in (ours._scratch.bufs.values() if ours._scratch else [])) / 2**20
-            rows.append(dict(case=f'Mixup {mode} {kind}', timm_ms=t['timm'], ours_ms=t['ours'], floor_ms=t['floor'],
-                             speedup=t['timm'] / t['ours'], floor_ratio=t['ours'] / t['floor'],
-                             timm_mb=mem['timm'], ours_mb=mem['ours'], scratch_mb=scratch))
-            bar.update()
-    bar.close()
-    return rows
+    return _bench('Mixup', (TimmMixup, Mixup), lambda f: f(x, y), lambda: x.mul_(1.0), restore, modes, kinds, repeats, device, progress)
 
 def bench_collate(batch_size=128, img_size=224, repeats=7, modes=('batch', 'pair', 'elem', 'half'), kinds=tuple(KINDS),
                   seed=0, progress=True):
@@ -82,25 +86,11 @@ def bench_collate(batch_size=128, img_size=224, repeats=7, modes=('batch', 'pair
     from timm.data.mixup import FastCollateMixup as TimmCollate
     rs = np.random.RandomState(seed)
     samples = [(rs.randint(0, 256, (3, img_size, img_size)).astype(np.uint8), int(rs.randint(0, 1000))) for _ in range(batch_size)]
-    batch = []
-    floor_x = torch.from_numpy(np.stack([s for s, _ in samples]))
+    batch, floor_x = [], torch.from_numpy(np.stack([s for s, _ in samples]))
     def restore(r):   # fresh copies for timm, which may write into them; the same seed for both
         batch[:] = [(s.copy(), t) for s, t in samples]; np.random.seed(seed + r)
-    rows, bar = [], _progress(len(modes) * len(kinds), progress)
-    for mode in modes:
-        for kind in kinds:
-            ours, timm = FastCollateMixup(mode=mode, **KINDS[kind]), TimmCollate(mode=mode, **KINDS[kind])
-            fns = dict(timm=lambda: timm(batch), ours=lambda: ours(batch), floor=lambda: floor_x.mul_(1))
-            for f in fns.values(): restore(0); f()
-            t = time_calls(fns, restore, repeats, torch.device('cpu'))
-            mem = {k: (restore(0), peak_extra_mb(f, torch.device('cpu')))[1] for k, f in fns.items() if k != 'floor'}
-            scratch = sum(b.numel() * b.element_size() for b in ours._scratch.bufs.values()) / 2**20 if ours._scratch else 0.
-            rows.append(dict(case=f'FastCollateMixup {mode} {kind}', timm_ms=t['timm'], ours_ms=t['ours'], floor_ms=t['floor'],
-                             speedup=t['timm'] / t['ours'], floor_ratio=t['ours'] / t['floor'],
-                             timm_mb=mem['timm'], ours_mb=mem['ours'], scratch_mb=scratch))
-            bar.update()
-    bar.close()
-    return rows
+    return _bench('FastCollateMixup', (TimmCollate, FastCollateMixup), lambda f: f(batch), lambda: floor_x.mul_(1), restore,
+                  modes, kinds, repeats, torch.device('cpu'), progress)
 
 # %% ../nbs/06_bench.ipynb #2fbe9665
 def format_table(rows):
