@@ -49,7 +49,7 @@ def time_calls(fns:dict, setup, repeats:int, device):
 # %% ../nbs/06_bench.ipynb #67016cd0
 def _progress(total, show):
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc='bench', unit='case', leave=False, disable=not show)
+    return tqdm(total=total, desc='bench', unit='case', leave=False, disable=None if show else True)   # terminals only
 
 def _bench(label, classes, call, floor, restore, modes, kinds, repeats, device, progress):
     "One row per mode and kind: timm's and mixcut_nb's `classes` built alike, each called through `call`"

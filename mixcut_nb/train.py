@@ -101,10 +101,10 @@ IMAGENETTE_URL = 'https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz
 IMAGENETTE_MD5 = '3df6f0d01a2c9592104656642f5e78a3'
 IMAGENETTE_SIZE = 341663724
 
-def _progress(**kw):
-    "A tqdm progress bar that cleans up after itself"
+def _progress(disable=False, **kw):
+    "A tqdm progress bar that cleans up after itself, shown only on a terminal (logs stay readable)"
     from tqdm.auto import tqdm
-    return tqdm(dynamic_ncols=True, leave=False, **kw)
+    return tqdm(dynamic_ncols=True, leave=False, disable=True if disable else None, **kw)
 
 def _safe_members(tar, dest):
     "The members of `tar`, checked: regular files and directories that stay inside `dest`"
