@@ -185,5 +185,5 @@ def cutmix(x:torch.Tensor, # batch (B, C, H, W)
     "Paste the box `bbox` of each image's partner in `x.flip(0)` into a copy of `x`"
     yl, yh, xl, xh = bbox
     out = x.clone()
-    out[..., yl:yh, xl:xh] = x.flip(0)[..., yl:yh, xl:xh]
+    out[..., yl:yh, xl:xh] = x[..., yl:yh, xl:xh].flip(0)    # flip only the box, not the batch
     return out
