@@ -9,7 +9,7 @@ __all__ = ['IMAGENETTE_URL', 'IMAGENETTE_MD5', 'IMAGENETTE_SIZE', 'FIELDS', 'get
            'compare', 'main']
 
 # %% ../nbs/05_train.ipynb #d0fc884a
-import argparse, csv, hashlib, json, math, os, random, shutil, sys, tarfile, tempfile, time, urllib.request
+import argparse, csv, functools, hashlib, json, math, os, random, shutil, sys, tarfile, tempfile, time, urllib.request
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -225,11 +225,19 @@ def _seed_epoch(args, epoch, rank, train_dl, mixup_fn, collate_fn):
             f.rng = np.random.default_rng([args.seed, epoch, rank])
             f.mixup_enabled = not (args.mixup_off_epoch and epoch >= args.mixup_off_epoch)
 
+def _autocast(device, args):
+    "Mixed precision as `--amp` asks: bfloat16 on CPU, float16 on CUDA"
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16, enabled=args.amp)
+
+@functools.cache
+def _imagenet_stats(device):
+    "ImageNet mean and std as (1,C,1,1) tensors on `device`, made once"
+    return tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
+
 def _normalize(x, device, channels_last):
     "uint8 (B,C,H,W) to normalized float on `device`"
-    x = x.to(device, non_blocking=True).float().div_(255)
-    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
-    x = x.sub_(mean).div_(std)
+    mean, std = _imagenet_stats(device)
+    x = x.to(device, non_blocking=True).float().div_(255).sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 def _reduce(t, world):
@@ -239,7 +247,7 @@ def _reduce(t, world):
 def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, mixup_fn, args, device, world, show=True):
     "One pass over `loader`; returns the mean training loss and the number of images seen (all processes)"
     model.train()
-    tot = torch.zeros(2, dtype=torch.float64, device=device)     # loss sum, images
+    loss_sum, n = torch.zeros((), dtype=torch.float64, device=device), 0
     steps = len(loader) if args.max_steps is None else min(len(loader), args.max_steps)
     bar = _progress(total=steps, desc='train', unit='batch', disable=not show)
     t0 = time.time()
@@ -247,30 +255,30 @@ def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, mixup_fn, args, 
         if step == steps: break
         x, y = _normalize(x, device, args.channels_last), y.to(device, non_blocking=True)
         if mixup_fn is not None: x, y = mixup_fn(x, y)
-        with torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16, enabled=args.amp):
-            loss = loss_fn(model(x), y)
+        with _autocast(device, args): loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); sched.step()
-        tot += torch.stack([loss.detach().double() * len(x), torch.tensor(float(len(x)), dtype=torch.float64, device=device)])
-        bar.update(); bar.set_postfix(loss=f'{loss.item():.3f}', img_s=f'{tot[1].item() / (time.time() - t0):.0f}')
+        loss_sum += loss.detach().double() * len(x); n += len(x)
+        bar.update()
+        if not bar.disable: bar.set_postfix(loss=f'{loss.item():.3f}', img_s=f'{n / (time.time() - t0):.0f}')   # syncs: only when shown
     bar.close()
-    tot = _reduce(tot, world)
+    tot = _reduce(torch.stack([loss_sum, torch.tensor(float(n), dtype=torch.float64, device=device)]), world)
     return (tot[0] / tot[1]).item(), int(tot[1].item())
 
 @torch.no_grad()
 def validate(model, loader, args, device, world):
     "Plain cross-entropy, top-1 and top-5 over `loader`, summed over processes"
     model.eval()
-    tot = torch.zeros(4, dtype=torch.float64, device=device)     # loss sum, top-1, top-5, images
+    tot = torch.zeros(3, dtype=torch.float64, device=device)     # loss sum, top-1, top-5
+    n = 0
     for x, y in loader:
         x, y = _normalize(x, device, args.channels_last), y.to(device)
-        with torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16, enabled=args.amp):
-            out = model(x)
+        with _autocast(device, args): out = model(x)
         out = out.float()
         top = out.topk(min(5, out.shape[1]), 1).indices
-        tot += torch.tensor([nn.functional.cross_entropy(out, y, reduction='sum').item(), (top[:, 0] == y).sum().item(),
-                             (top == y[:, None]).any(1).sum().item(), len(y)], dtype=torch.float64, device=device)
-    tot = _reduce(tot, world)
+        tot += torch.stack([nn.functional.cross_entropy(out, y, reduction='sum'), (top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum()]).double()
+        n += len(y)
+    tot = _reduce(torch.cat([tot, torch.tensor([float(n)], dtype=torch.float64, device=device)]), world)
     return dict(val_loss=(tot[0] / tot[3]).item(), top1=(100 * tot[1] / tot[3]).item(), top5=(100 * tot[2] / tot[3]).item(), val_images=int(tot[3].item()))
 
 # %% ../nbs/05_train.ipynb #9117b527
