@@ -10,6 +10,7 @@ import argparse, gc, os, re, sys, time
 import numpy as np, torch
 from .mixing import Mixup
 from .collate import FastCollateMixup
+from .train import _progress
 
 # %% ../nbs/06_bench.ipynb #4835726f
 KINDS = {'mixup': dict(mixup_alpha=1., cutmix_alpha=0.), 'cutmix': dict(mixup_alpha=0., cutmix_alpha=1.),
@@ -47,13 +48,9 @@ def time_calls(fns:dict, setup, repeats:int, device):
     return best
 
 # %% ../nbs/06_bench.ipynb #67016cd0
-def _progress(total, show):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc='bench', unit='case', leave=False, disable=None if show else True)   # terminals only
-
 def _bench(label, classes, call, floor, restore, modes, kinds, repeats, device, progress):
     "One row per mode and kind: timm's and mixcut_nb's `classes` built alike, each called through `call`"
-    rows, bar = [], _progress(len(modes) * len(kinds), progress)
+    rows, bar = [], _progress(total=len(modes) * len(kinds), desc='bench', unit='case', disable=not progress)
     for mode in modes:
         for kind in kinds:
             timm, ours = (cls(mode=mode, **KINDS[kind]) for cls in classes)
