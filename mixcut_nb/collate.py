@@ -9,15 +9,17 @@ __all__ = ['FastCollateMixup']
 import numpy as np, torch
 from torch.utils.data import default_collate
 from .core import _smooth_target, _mix_target
+from .fused import mix_rows_
 from .mixing import Mixup, mix_, _Scratch, _target_lam
 
 # %% ../nbs/02_collate.ipynb #3e9029a6
 class FastCollateMixup(Mixup):
     "Collate uint8 (C, H, W) samples into a batch and mix it (timm's `FastCollateMixup`, drop-in)"
     modes = ('batch', 'pair', 'elem', 'half')
+    _box_at_lam_1 = True
 
-    def _stack(self, batch):
-        "Check the samples and stack copies of them: (B, C, H, W) uint8"
+    def _samples(self, batch):
+        "Check `batch` and return its samples: uint8 (C, H, W) arrays or tensors of one shape"
         if not isinstance(batch, (list, tuple)): raise TypeError(f"`batch` must be a list of (sample, target) pairs, got {type(batch).__name__}")
         if len(batch) == 0: raise ValueError("`batch` is empty")
         if self.mode in ('pair', 'half') and len(batch) % 2: raise ValueError(f"mode={self.mode!r} needs an even batch size, got {len(batch)}")
@@ -29,22 +31,35 @@ class FastCollateMixup(Mixup):
             if s.ndim != 3: raise ValueError(f"`batch[{i}]` sample must be (C, H, W), got shape {tuple(s.shape)}")
             if tuple(s.shape) != tuple(batch[0][0].shape):
                 raise ValueError(f"`batch[{i}]` sample has shape {tuple(s.shape)} but batch[0] has {tuple(batch[0][0].shape)}")
-        samples = [b[0] for b in batch]
-        if all(isinstance(s, np.ndarray) for s in samples): return torch.from_numpy(np.stack(samples))
-        return torch.stack([torch.as_tensor(s, device='cpu') for s in samples])
+        return [b[0] for b in batch]
+
+    def _fused(self, samples, p, n):
+        "The first `n` images mixed by the fused loop, read from the samples and written to a new batch; `None` if it can't"
+        def dense(s): return s.flags.c_contiguous if isinstance(s, np.ndarray) else s.device.type == 'cpu' and s.is_contiguous()
+        if not all(dense(s) for s in samples): return None
+        (C, H, W), B = samples[0].shape, len(samples)
+        out = torch.empty((n, C, H, W), dtype=torch.uint8)
+        src = np.array([s.ctypes.data if isinstance(s, np.ndarray) else s.data_ptr() for s in samples], np.int64)
+        dst = np.zeros(B, np.int64)
+        dst[:n] = out.data_ptr() + np.arange(n) * (C * H * W)           # the second half of 'half' is not written
+        op = np.where(p.cutmix, 2, p.mixup.astype(np.int8))
+        return out if mix_rows_(torch.uint8, src, dst, C * H, W, H, 1, op, p.lam, 1 - p.lam, p.boxes) else None
 
     def __call__(self,
                  batch:list,  # (sample, target) pairs: uint8 (C, H, W) arrays or tensors, class ids or soft rows
                  _=None):
-        "Stack `batch`, mix it and return `(uint8 images, mixed soft targets)`"
-        x = self._stack(batch)
-        B = len(x)
+        "Collate `batch`, mixing it, and return `(uint8 images, mixed soft targets)`"
+        samples = self._samples(batch)
+        B, n = len(samples), len(samples) // 2 if self.mode == 'half' else len(samples)
         y1 = _smooth_target(default_collate([b[1] for b in batch]), self.num_classes, self.label_smoothing, self.multi_label)
         if len(y1) != B: raise ValueError(f"the targets of `batch` have {len(y1)} rows for {B} samples")
-        p = self.draw(B, x.shape)
-        self._scratch = self._scratch or _Scratch()
-        mix_(x, p, self._scratch)
+        p = self.draw(B, (B, *samples[0].shape))
+        x = self._fused(samples, p, n)
+        if x is None:                          # stack copies of the samples and mix them with `mix_`
+            x = torch.from_numpy(np.stack(samples)) if all(isinstance(s, np.ndarray) for s in samples) else \
+                torch.stack([torch.as_tensor(s, device='cpu') for s in samples])
+            self._scratch = self._scratch or _Scratch()
+            mix_(x, p, self._scratch)
+            if n < B: x = x[:n].clone()
         self.last_params = p
-        n = B // 2 if self.mode == 'half' else B
-        target = _mix_target(y1, _target_lam(p, torch.float32, 'cpu'))[:n]
-        return (x[:n].clone() if n < B else x), target
+        return x, _mix_target(y1, _target_lam(p, torch.float32, 'cpu'))[:n]

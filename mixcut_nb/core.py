@@ -6,7 +6,8 @@
 __all__ = ['mixup', 'one_hot', 'mixup_target', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam', 'cutmix']
 
 # %% ../nbs/00_core.ipynb #5c4732d8
-import math, numbers
+import math, numbers, os
+from pathlib import Path
 import numpy as np, torch
 
 # %% ../nbs/00_core.ipynb #e75b8670
@@ -42,6 +43,12 @@ def _class_ids(x, num_classes, name='target'):
     if ((x < 0) | (x >= num_classes)).any():
         raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got values from {x.min().item()} to {x.max().item()}")
     return x
+
+# %% ../nbs/00_core.ipynb #fa18f5f7
+def _cache_dir():
+    "Where mixcut_nb keeps what it generates (data sets, the compiled CPU loop): `$MIXCUT_NB_CACHE`, else `$XDG_CACHE_HOME/mixcut_nb`, else `~/.cache/mixcut_nb`"
+    if os.environ.get('MIXCUT_NB_CACHE'): return Path(os.environ['MIXCUT_NB_CACHE'])
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'mixcut_nb'
 
 # %% ../nbs/00_core.ipynb #178acd61
 def mixup(x:torch.Tensor, # batch (B, C, H, W)

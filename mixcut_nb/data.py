@@ -12,7 +12,7 @@ import numpy as np, torch
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
-from .core import _check_int, _check_real
+from .core import _check_int, _check_real, _cache_dir
 
 # %% ../nbs/03_data.ipynb #4fcca157
 def _skdata(): return importlib.import_module('skimage.data')   # imported when a photo is written, not with the package
@@ -31,11 +31,6 @@ _PHOTOS = {   # class -> {file stem: function returning an (H, W[, 3]) uint8 arr
 }
 
 # %% ../nbs/03_data.ipynb #937e08ad
-def _cache_dir():
-    "Where generated data sets live by default"
-    if os.environ.get('MIXCUT_NB_CACHE'): return Path(os.environ['MIXCUT_NB_CACHE'])
-    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'mixcut_nb'
-
 def _write_once(root, what, build, complete):
     "Build the folder `root` once with `build(tmp)`: in a temporary folder beside it, renamed into place in one step"
     if complete(root): return root

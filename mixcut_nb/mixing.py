@@ -12,6 +12,7 @@ import numpy as np, torch
 from torch.utils.data import get_worker_info
 from .core import (_check_real, _check_int, _check_minmax, _draws, _smooth_target, _mix_target,
                             _clip_box, _box_lam, _img_hw, rand_bbox_minmax)
+from .fused import FUSED_DTYPES, mix_rows_
 
 # %% ../nbs/01_mixing.ipynb #5e821a8f
 @dataclass
@@ -42,6 +43,7 @@ def _spread(lam, use_cutmix, boxes, batch_size, mode):
 class Mixup:
     "Mixup/CutMix per batch, pair or element (timm's `Mixup`, drop-in)"
     modes = ('batch', 'pair', 'elem')
+    _box_at_lam_1 = False       # timm's batch-mode collate draws a CutMix box even when lam is 1
     def __init__(self,
                  mixup_alpha:float=1.,  # Mixup's Beta(alpha, alpha); on if > 0
                  cutmix_alpha:float=0., # CutMix's Beta(alpha, alpha); on if > 0
@@ -136,7 +138,7 @@ def draw(self,
     n = {'batch': 1, 'elem': batch_size}.get(mode, batch_size // 2)
     if mode == 'batch': lam, use_cutmix = (np.array([v]) for v in self._params_per_batch())
     else: lam, use_cutmix = self._params_per_elem(n)
-    use_cutmix = use_cutmix & (lam != 1.)
+    if not (mode == 'batch' and self._box_at_lam_1): use_cutmix = use_cutmix & (lam != 1.)
     boxes = np.zeros((n, 4), np.int64)
     i = np.flatnonzero(use_cutmix)
     if len(i):
@@ -192,22 +194,33 @@ def _paste_(own, partner, rowm, colm, it):
     d.bitwise_xor_(own.view(it)).bitwise_and_(rowm[:, :, None]).bitwise_and_(colm[:, None, :])
     own.view(it).bitwise_xor_(d)
 
+# %% ../nbs/01_mixing.ipynb #7b96f9d6
+def _fused_(x, v, layout, p):
+    "Mix `x` with the fused CPU loop if it takes it; `False` (nothing done) if not"
+    B, C, H, W = x.shape
+    R, L = v.shape[1:]
+    if x.device.type != 'cpu' or x.dtype not in FUSED_DTYPES or x.requires_grad or (B > 1 and x.stride(0) < R * L): return False
+    at = x.data_ptr() + np.arange(B, dtype=np.int64) * (x.stride(0) * x.element_size())   # each element's first row
+    op = np.where(p.cutmix, 2, p.mixup.astype(np.int8))                                      # 0 keep, 1 blend, 2 paste
+    return mix_rows_(x.dtype, at, at, R, L, H, 1 if layout == 'nchw' else C, op, p.lam, 1 - p.lam, p.boxes)
+
 # %% ../nbs/01_mixing.ipynb #f2ae5bb2
 def mix_(x:torch.Tensor, # batch (B, C, H, W), float or uint8: mixed in place
          p:MixParams,    # what to do to each element
          scratch=None,   # reusable buffers (a `Mixup` keeps its own)
          budget:int=None,# scratch bytes per block; default `CPU_BUDGET` on the CPU, the batch's size elsewhere
+         fused:bool=True,# on the CPU, use the fused loop of `mixcut_nb.fused` where it applies
         )->torch.Tensor:  # `x`
     "Apply `p` to `x` in place: every mode in one vectorized pass"
     B, C, H, W = x.shape
     v, layout = _rows(x)
     if v is None:                                  # an unusual memory layout: mix a dense copy
-        y = x.contiguous(); mix_(y, p, scratch, budget); return x.copy_(y)
+        y = x.contiguous(); mix_(y, p, scratch, budget, fused); return x.copy_(y)
     scratch, dev, dt, R, L = scratch or _Scratch(), x.device, x.dtype, v.shape[1], v.shape[2]
     opdt, it = torch.float64 if dt == torch.float64 else torch.float32, _INT[x.element_size()]
     m, c = np.flatnonzero(p.mixup), np.flatnonzero(p.cutmix)
     nm, nc = len(m), len(c)
-    if nm + nc == 0: return x
+    if nm + nc == 0 or (fused and _fused_(x, v, layout, p)): return x
     blend_all, paste_all = nm == B and dt.is_floating_point, nc == B   # every row alike: gather partners only
     if blend_all or paste_all: gather, back = np.arange(B - 1, -1, -1), np.zeros(0, np.int64)
     else:                                          # [mixup | partners | cutmix | partners | untouched]

@@ -1,4 +1,6 @@
 "Bit-for-bit parity with timm.data.mixup 1.0.31 over randomly drawn configurations"
+import os
+from contextlib import contextmanager
 import numpy as np, torch, pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 from timm.data import mixup as tm
@@ -17,6 +19,16 @@ def mixup_configs(draw, modes=('batch', 'pair', 'elem')):
                 mode=draw(st.sampled_from(modes)), correct_lam=draw(st.booleans()),
                 label_smoothing=draw(st.sampled_from([0.1, 0., 0.3])), num_classes=draw(st.sampled_from([1, 3, 10])))
 
+@contextmanager
+def kernel(fused):
+    "Mix with the fused CPU loop (where it is built) or, with `fused=False`, with the torch kernel"
+    old = os.environ.get('MIXCUT_NB_FUSED')
+    os.environ['MIXCUT_NB_FUSED'] = '1' if fused else '0'
+    try: yield
+    finally:
+        if old is None: del os.environ['MIXCUT_NB_FUSED']
+        else: os.environ['MIXCUT_NB_FUSED'] = old
+
 def batch(seed, B, C, H, W, dtype, layout):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(B, C, H, W, generator=g) * 2).to(dtype)
@@ -27,8 +39,8 @@ def batch(seed, B, C, H, W, dtype, layout):
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=mixup_configs(), dtype=st.sampled_from(DTYPES), half_batch=st.integers(1, 6), C=st.integers(1, 3),
        H=st.integers(2, 40), W=st.integers(2, 40), layout=st.sampled_from(['contiguous', 'channels_last', 'strided']),
-       seed=st.integers(0, 2**31), calls=st.integers(1, 3), off_at=st.integers(0, 3), soft=st.booleans())
-def test_mixup_parity(cfg, dtype, half_batch, C, H, W, layout, seed, calls, off_at, soft):
+       seed=st.integers(0, 2**31), calls=st.integers(1, 3), off_at=st.integers(0, 3), soft=st.booleans(), fused=st.booleans())
+def test_mixup_parity(cfg, dtype, half_batch, C, H, W, layout, seed, calls, off_at, soft, fused):
     "Same seed, same input: the same images, targets, dtypes and RNG state after several calls"
     if cfg['cutmix_minmax'] is not None and min(H, W) * (cfg['cutmix_minmax'][1] - cfg['cutmix_minmax'][0]) < 1.5: H, W = H + 10, W + 10
     a, b = tm.Mixup(**cfg), mc.Mixup(**cfg)
@@ -39,7 +51,7 @@ def test_mixup_parity(cfg, dtype, half_batch, C, H, W, layout, seed, calls, off_
         y = torch.randint(0, cfg['num_classes'], (B,), generator=torch.Generator().manual_seed(seed))
         yb = torch.nn.functional.one_hot(y, cfg['num_classes']).float() if soft else y
         np.random.seed((seed + call) % 2**32); xa, ya = a(x.clone(), y); ra = np.random.rand()
-        np.random.seed((seed + call) % 2**32); xb, tb = b(x.clone(), yb); rb = np.random.rand()
+        with kernel(fused): np.random.seed((seed + call) % 2**32); xb, tb = b(x.clone(), yb); rb = np.random.rand()
         assert xa.dtype == xb.dtype and xa.shape == xb.shape and ya.dtype == tb.dtype
         assert torch.equal(xa, xb), (cfg, call)
         assert torch.equal(ya, tb), (cfg, call)
@@ -47,16 +59,19 @@ def test_mixup_parity(cfg, dtype, half_batch, C, H, W, layout, seed, calls, off_
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=mixup_configs(('batch', 'pair', 'elem', 'half')), half_batch=st.integers(1, 6), C=st.integers(1, 3),
-       H=st.integers(6, 30), W=st.integers(6, 30), as_numpy=st.booleans(), seed=st.integers(0, 2**31))
-def test_collate_parity(cfg, half_batch, C, H, W, as_numpy, seed):
+       H=st.integers(6, 30), W=st.integers(6, 30), as_numpy=st.booleans(), seed=st.integers(0, 2**31), fused=st.booleans(),
+       contiguous=st.booleans())
+def test_collate_parity(cfg, half_batch, C, H, W, as_numpy, seed, fused, contiguous):
     "Same seed, same samples: the same uint8 batch and targets; our samples are never written to"
     rs = np.random.RandomState(seed % 2**32)
     samples = [(rs.randint(0, 256, (C, H, W)).astype(np.uint8), int(rs.randint(0, cfg['num_classes']))) for _ in range(2 * half_batch)]
     if not as_numpy: samples = [(torch.from_numpy(s), t) for s, t in samples]
+    if not contiguous: samples = [(s.swapaxes(1, 2).copy().swapaxes(1, 2) if as_numpy else s.transpose(1, 2).contiguous().transpose(1, 2), t)
+                                  for s, t in samples]
     before = [s.clone() if isinstance(s, torch.Tensor) else s.copy() for s, _ in samples]
     copies = [(s.clone() if isinstance(s, torch.Tensor) else s.copy(), t) for s, t in samples]
     np.random.seed(seed % 2**32); xa, ya = tm.FastCollateMixup(**cfg)(copies); ra = np.random.rand()
-    np.random.seed(seed % 2**32); xb, yb = mc.FastCollateMixup(**cfg)(samples); rb = np.random.rand()
+    with kernel(fused): np.random.seed(seed % 2**32); xb, yb = mc.FastCollateMixup(**cfg)(samples); rb = np.random.rand()
     assert xb.dtype == torch.uint8 and torch.equal(xa, xb) and torch.equal(ya, yb) and ra == rb
     assert all((np.array_equal(s, b) if isinstance(s, np.ndarray) else torch.equal(s, b)) for (s, _), b in zip(samples, before))
 
@@ -89,3 +104,17 @@ def test_mixup_target_parity(lam, smoothing, multi_label):
     t = torch.nn.functional.one_hot(y, 7).float() if multi_label else y
     assert torch.equal(mc.mixup_target(t, 7, lam, smoothing, multi_label), tm.mixup_target(t, 7, lam, smoothing, multi_label))
     assert torch.equal(mc.one_hot(y, 7, 0.9, 0.01), tm.one_hot(y, 7, 0.9, 0.01))
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_collate_batch_cutmix_draws_a_box_even_at_lam_1(fused):
+    "timm's batch-mode collate draws a box when Beta returns exactly 1 (seed 1 here): the RNG must advance alike"
+    cfg = dict(mixup_alpha=0., cutmix_alpha=0.1, mode='batch', num_classes=3)
+    rs = np.random.RandomState(1)
+    samples = [(rs.randint(0, 256, (2, 16, 16)).astype(np.uint8), i % 3) for i in range(4)]
+    hits = 0
+    for seed in range(100):
+        np.random.seed(seed); np.random.rand(); hits += np.random.beta(0.1, 0.1) == 1.
+        np.random.seed(seed); xa, ya = tm.FastCollateMixup(**cfg)([(s.copy(), t) for s, t in samples]); ra = np.random.rand()
+        with kernel(fused): np.random.seed(seed); xb, yb = mc.FastCollateMixup(**cfg)(samples); rb = np.random.rand()
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and ra == rb, seed
+    assert hits > 0
