@@ -26,7 +26,7 @@ _C_SOURCE = r"""
 typedef struct {
     int dtype; int64_t B, R, L, H, q;
     const int64_t *src, *dst, *box; const int8_t *op; const double *w, *v;
-    int64_t lo, hi; char *tmp;            /* this thread's (pair, row) items, and a row of scratch */
+    int64_t lo, hi, span; char *tmp;      /* this thread's (pair, row) items, and `span` values of scratch */
 } job_t;
 
 #define ROW(NAME, T, F, MIX)                                                                        \
@@ -45,41 +45,47 @@ typedef void (*row_fn)(char *, const char *, const char *, int, double, double, 
 static const row_fn ROWS[3] = {row_f32, row_f64, row_u8};
 static const int64_t SIZE[3] = {4, 8, 1};
 
-/* Row r of the pair (p, B-1-p): both read their partner's original row */
-static void pair_row(const job_t *j, int64_t p, int64_t r, int64_t h) {
-    const int64_t e[2] = {p, j->B - 1 - p}, es = SIZE[j->dtype], at = r * j->L * es;
+/* Values at .. at+n of the pair (p, B-1-p), n <= the scratch's size: both read their partner's original.
+   A segment is one row r (image row h) where an element pastes a box, else any run of whole rows. */
+static void pair_seg(const job_t *j, int64_t p, int64_t at, int64_t n, int64_t h) {
+    const int64_t e[2] = {p, j->B - 1 - p}, es = SIZE[j->dtype];
     int op[2]; int64_t c0[2], c1[2]; const char *a[2]; char *out[2];
     for (int s = 0; s < 2; s++) {
         const int64_t *bx = j->box + 4 * e[s];
         op[s] = j->op[e[s]];
         if (op[s] == 2 && (h < bx[0] || h >= bx[1])) op[s] = 0;     /* this row misses the box */
         c0[s] = bx[2] * j->q; c1[s] = bx[3] * j->q;
-        a[s] = (const char *)(intptr_t)j->src[e[s]] + at;
-        out[s] = j->dst[e[s]] ? (char *)(intptr_t)j->dst[e[s]] + at : NULL;
+        a[s] = (const char *)(intptr_t)j->src[e[s]] + at * es;
+        out[s] = j->dst[e[s]] ? (char *)(intptr_t)j->dst[e[s]] + at * es : NULL;
     }
     const row_fn row = ROWS[j->dtype];
     if (e[0] == e[1]) {                                             /* the middle of an odd batch */
-        if (out[0] && (op[0] || out[0] != a[0])) row(out[0], a[0], a[0], op[0], j->w[e[0]], j->v[e[0]], c0[0], c1[0], j->L);
+        if (out[0] && (op[0] || out[0] != a[0])) row(out[0], a[0], a[0], op[0], j->w[e[0]], j->v[e[0]], c0[0], c1[0], n);
         return;
     }
     const char *b0 = a[1];      /* element 0 is written last: keep what it needs of its partner's original */
     if (op[0] && op[1] && out[1] == a[1]) {
-        int64_t k0 = op[0] == 1 ? 0 : c0[0], k1 = op[0] == 1 ? j->L : c1[0];
+        int64_t k0 = op[0] == 1 ? 0 : c0[0], k1 = op[0] == 1 ? n : c1[0];
         memcpy(j->tmp + k0 * es, a[1] + k0 * es, (size_t)((k1 - k0) * es));
         b0 = j->tmp;
     }
     for (int s = 1; s >= 0; s--)
         if (out[s] && (op[s] || out[s] != a[s]))
-            row(out[s], a[s], s ? a[0] : b0, op[s], j->w[e[s]], j->v[e[s]], c0[s], c1[s], j->L);
+            row(out[s], a[s], s ? a[0] : b0, op[s], j->w[e[s]], j->v[e[s]], c0[s], c1[s], n);
 }
 
 static void *run(void *arg) {
     const job_t *j = (const job_t *)arg;
-    int64_t p = j->lo / j->R, r = j->lo % j->R, h = r % j->H;
-    for (int64_t it = j->lo; it < j->hi; it++) {
-        pair_row(j, p, r, h);
-        if (++h == j->H) h = 0;
-        if (++r == j->R) { r = 0; h = 0; p++; }
+    for (int64_t it = j->lo; it < j->hi;) {               /* item `it` is row it % R of pair it / R */
+        const int64_t p = it / j->R, r0 = it % j->R;
+        const int64_t r1 = j->hi - p * j->R < j->R ? j->hi - p * j->R : j->R;   /* this thread's rows of pair p */
+        if (j->op[p] == 2 || j->op[j->B - 1 - p] == 2)    /* a box: row by row */
+            for (int64_t r = r0, h = r0 % j->H; r < r1; r++, h = h + 1 == j->H ? 0 : h + 1)
+                pair_seg(j, p, r * j->L, j->L, h);
+        else                                              /* no box: the rows are one run of values */
+            for (int64_t k = r0 * j->L, end = r1 * j->L; k < end; k += j->span)
+                pair_seg(j, p, k, end - k < j->span ? end - k : j->span, -1);
+        it = p * j->R + r1;
     }
     return NULL;
 }
@@ -93,15 +99,25 @@ int mixcut_mix_rows(int dtype, int64_t B, const int64_t *src, const int64_t *dst
     if (threads > 64) threads = 64;
     if (threads > items) threads = (int)items;
     if (threads < 1) threads = 1;
-    char *tmp = malloc((size_t)(threads * L * SIZE[dtype]) + 1);
+    const int64_t span = L > 16384 ? L : 16384;           /* values per segment of rows without a box */
+    char *tmp = malloc((size_t)(threads * span * SIZE[dtype]));
     if (!tmp) return -1;
-    job_t job[64]; pthread_t th[64]; int started[64] = {0};
+    job_t job[64];
     for (int t = 0; t < threads; t++)
         job[t] = (job_t){dtype, B, R, L, H, q, src, dst, box, op, w, v,
-                         items * t / threads, items * (t + 1) / threads, tmp + t * L * SIZE[dtype]};
-    for (int t = 1; t < threads; t++) started[t] = pthread_create(&th[t], NULL, run, &job[t]) == 0;
-    run(&job[0]);
-    for (int t = 1; t < threads; t++) { if (started[t]) pthread_join(th[t], NULL); else run(&job[t]); }
+                         items * t / threads, items * (t + 1) / threads, span, tmp + t * span * SIZE[dtype]};
+    if (threads == 1) run(&job[0]);
+    else {
+#ifdef _OPENMP                                    /* torch's own OpenMP threads, where it uses libgomp */
+        #pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int t = 0; t < threads; t++) run(&job[t]);
+#else
+        pthread_t th[64]; int started[64] = {0};
+        for (int t = 1; t < threads; t++) started[t] = pthread_create(&th[t], NULL, run, &job[t]) == 0;
+        run(&job[0]);
+        for (int t = 1; t < threads; t++) { if (started[t]) pthread_join(th[t], NULL); else run(&job[t]); }
+#endif
+    }
     free(tmp);
     return 0;
 }
@@ -111,21 +127,30 @@ int mixcut_mix_rows(int dtype, int64_t B, const int64_t *src, const int64_t *dst
 _FLAGS = ['-O3', '-fPIC', '-shared', '-pthread', '-ffp-contract=off', '-fno-fast-math']
 _lib, _why = None, None
 
-def _build():
-    "Compile the loop once per source, flags and platform, into the cache folder; return the library's path"
-    cc = os.environ.get('CC') or 'cc'
-    if shutil.which(cc) is None: raise OSError(f"no C compiler ({cc!r} is not on PATH)")
-    key = hashlib.sha256('\0'.join([_C_SOURCE, cc, *_FLAGS, sys.platform, platform.machine()]).encode()).hexdigest()[:16]
-    path = _cache_dir() / f'fused-{key}.so'
-    if path.is_file(): return path
+def _compile(cc, flags, path):
+    "Compile `_C_SOURCE` into `path`: in a temporary folder beside it, renamed into place in one step"
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src, out = Path(tmp) / 'fused.c', Path(tmp) / 'fused.so'
         src.write_text(_C_SOURCE)
-        r = subprocess.run([cc, *_FLAGS, str(src), '-o', str(out)], capture_output=True, text=True, timeout=120)
+        r = subprocess.run([cc, *flags, str(src), '-o', str(out)], capture_output=True, text=True, timeout=120)
         if r.returncode: raise OSError(f"{cc} failed: {r.stderr.strip()[-500:]}")
         os.replace(out, path)
-    return path
+
+def _build():
+    "The compiled loop's path: built once per source, flags and platform, with OpenMP if the compiler has it"
+    cc = os.environ.get('CC') or 'cc'
+    if shutil.which(cc) is None: raise OSError(f"no C compiler ({cc!r} is not on PATH)")
+    def path(flags):
+        key = hashlib.sha256('\0'.join([_C_SOURCE, cc, *flags, sys.platform, platform.machine()]).encode()).hexdigest()[:16]
+        return _cache_dir() / f'fused-{key}.so'
+    builds = [(flags, path(flags)) for flags in (_FLAGS + ['-fopenmp'], _FLAGS)]
+    for _, p in builds:
+        if p.is_file(): return p
+    for flags, p in builds:
+        try: _compile(cc, flags, p); return p
+        except OSError as e: err = e
+    raise err
 
 # %% ../nbs/00b_fused.ipynb #df545031
 def fused_lib():
@@ -171,5 +196,5 @@ def mix_rows_(dtype:torch.dtype, # element type of the images
     if B == 0 or R * L == 0: return True
     rc = lib.mixcut_mix_rows(FUSED_DTYPES[dtype], B, src.ctypes.data, dst.ctypes.data, R, L, H, q, op.ctypes.data,
                              w.ctypes.data, v.ctypes.data, boxes.ctypes.data, threads or torch.get_num_threads())
-    if rc: raise MemoryError("mix_rows_: out of memory for a row of scratch per thread")
+    if rc: raise MemoryError("mix_rows_: out of memory for its scratch (16384 values per thread)")
     return True

@@ -160,6 +160,17 @@ class _Scratch:
         buf = self.bufs.get(key)
         if buf is None or buf.numel() < n: buf = self.bufs[key] = torch.empty(n, dtype=dtype, device=device)
         return buf[:n].view(shape)
+    def reversed(self, n, device):
+        "The indices `n-1, ..., 0` on `device`, made once"
+        key = ('reversed', n, device)
+        if key not in self.bufs: self.bufs[key] = torch.arange(n - 1, -1, -1, device=device)
+        return self.bufs[key]
+
+def _to_device(a, device, dtype=None):
+    "numpy `a` as a tensor on `device`; to a GPU from pinned memory, so the host does not wait for the device"
+    t = torch.from_numpy(a)
+    if device.type == 'cuda': return t.pin_memory().to(device, dtype, non_blocking=True)
+    return t.to(device, dtype)
 
 def _rows(x):
     "`x` (B,C,H,W) as (B, R, L) rows that are contiguous in memory, and the layout: 'nchw' (R=C*H, L=W) or 'nhwc' (R=H, L=W*C)"
@@ -228,33 +239,37 @@ def mix_(x:torch.Tensor, # batch (B, C, H, W), float or uint8: mixed in place
         gather = np.concatenate([m, B - 1 - m, c, B - 1 - c, rest])
         back = np.empty(B, np.int64)               # where each row of the batch sits in the gathered rows
         back[np.concatenate([m, c, rest])] = np.concatenate([np.arange(nm), 2 * nm + np.arange(nc), 2 * (nm + nc) + np.arange(len(rest))])
-    lam = p.lam[m]                                 # float64 per batch, float32 per element: 1-lam rounds as in timm
-    w = torch.from_numpy(np.concatenate([lam, 1 - lam])).to(dev, opdt)[:, None, None]   # (2m,1,1) own, partner
-    gather, back, boxes = torch.from_numpy(np.concatenate([gather, back, p.boxes[c].ravel()])).to(dev).split(
-        [len(gather), len(back), 4 * nc])          # one transfer to the device
-    bands, c0, c1, same = [], 0, 0, False
+    lam, bx = p.lam[m], p.boxes[c]                 # lam: float64 per batch, float32 per element: 1-lam rounds as in timm
+    one_lam = blend_all and bool((lam == lam[0]).all())     # batch mode: Python-float weights, as timm's
+    same = paste_all and bool((bx == bx[0]).all())          # one box for all: a plain copy
+    if one_lam or same:                            # nothing to send to the device: the partners are the batch reversed
+        gather, w = scratch.reversed(B, dev), (float(lam[0]), float(1 - lam[0])) if one_lam else None
+    else:
+        wt = _to_device(np.concatenate([lam, 1 - lam]), dev, opdt)[:, None, None]  # (2m,1,1) own, partner
+        w = wt[:nm], wt[nm:]
+        gather, back, boxes = _to_device(np.concatenate([gather, back, bx.ravel()]), dev).split(
+            [len(gather), len(back), 4 * nc])      # one transfer to the device
+    bands, c0, c1 = [], 0, 0
     if nc:                                         # the rows and columns any box touches
-        bx = p.boxes[c]
         ylo, yhi, xlo, xhi = (int(a) for a in (bx[:, 0].min(), bx[:, 1].max(), bx[:, 2].min(), bx[:, 3].max()))
         q = 1 if layout == 'nchw' else C
         c0, c1 = xlo * q, xhi * q
         bands = [(ch * H + ylo, ch * H + yhi) for ch in range(C)] if layout == 'nchw' else [(ylo, yhi)]
         bands = [(a, b) for a, b in bands if a < b]
-        same = paste_all and bool((bx == bx[0]).all())    # one box for all: a plain copy
         if not same: rowm, colm = _box_masks(boxes.view(nc, 4), H, W, layout, C, slice(xlo, xhi), it)
     budget = budget or (CPU_BUDGET if dev.type == 'cpu' else max(x.nbytes, 1 << 20))
     nr = max(1, budget // (len(gather) * L * x.element_size() * (1 if dt.is_floating_point else 5)))
     for r0, r1, inband in _blocks(R, nr, bands, nm > 0):
         blk = v[:, r0:r1] if nm else v[:, r0:r1, c0:c1]                      # (B, rows, L)
         s = torch.index_select(blk, 0, gather, out=scratch(0, (len(gather),) + blk.shape[1:], dt, dev))
-        if blend_all: s.mul_(w[nm:]); blk.mul_(w[:nm]).add_(s); continue
+        if blend_all: s.mul_(w[1]); blk.mul_(w[0]).add_(s); continue
         if paste_all:
             if same: blk.copy_(s)
             else: _paste_(blk, s, rowm[:, r0:r1], colm, it)
             continue
         if nm:                                     # blend in float, round back for uint8
             f = s[:2 * nm] if dt.is_floating_point else scratch(1, (2 * nm,) + s.shape[1:], opdt, dev).copy_(s[:2 * nm])
-            o = f.mul_(w)[:nm].add_(f[nm:])
+            o = f.mul_(wt)[:nm].add_(f[nm:])
             if not dt.is_floating_point:   # float -> int16 -> uint8: exact here, and far faster than float -> uint8
                 s[:nm].copy_(scratch(2, o.shape, torch.int16, dev).copy_(o.round_()))
         if inband:
@@ -267,7 +282,7 @@ def mix_(x:torch.Tensor, # batch (B, C, H, W), float or uint8: mixed in place
 # %% ../nbs/01_mixing.ipynb #8bce4353
 def _target_lam(p, dtype, device):
     "`lam` as timm hands it to `mixup_target`: a float per batch, else a (B, 1) tensor"
-    return float(p.lam[0]) if p.mode == 'batch' else torch.tensor(p.lam, device=device, dtype=dtype).unsqueeze(1)
+    return float(p.lam[0]) if p.mode == 'batch' else _to_device(p.lam, torch.device(device), dtype).unsqueeze(1)
 
 def __call__(self,
              x:torch.Tensor,      # float batch (B, C, H, W), mixed in place
