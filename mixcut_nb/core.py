@@ -40,8 +40,9 @@ def _class_ids(x, num_classes, name='target'):
     if not isinstance(x, torch.Tensor): raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype == torch.bool or x.is_complex(): raise TypeError(f"`{name}` must hold integer class ids, got dtype {x.dtype}")
     if x.is_floating_point() and not torch.equal(x, x.trunc()): raise ValueError(f"`{name}` must hold whole class ids, got fractional or NaN values")
-    if ((x < 0) | (x >= num_classes)).any():
-        raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got values from {x.min().item()} to {x.max().item()}")
+    if x.numel():
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()     # one read back from the device
+        if lo < 0 or hi >= num_classes: raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got values from {lo} to {hi}")
     return x
 
 # %% ../nbs/00_core.ipynb #fa18f5f7

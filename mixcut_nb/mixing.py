@@ -167,10 +167,8 @@ class _Scratch:
         return self.bufs[key]
 
 def _to_device(a, device, dtype=None):
-    "numpy `a` as a tensor on `device`; to a GPU from pinned memory, so the host does not wait for the device"
-    t = torch.from_numpy(a)
-    if device.type == 'cuda': return t.pin_memory().to(device, dtype, non_blocking=True)
-    return t.to(device, dtype)
+    "numpy `a` as a tensor on `device`, without waiting for the GPU: CUDA stages a copy from pageable memory at once"
+    return torch.from_numpy(a).to(device, dtype, non_blocking=device.type == 'cuda')
 
 def _rows(x):
     "`x` (B,C,H,W) as (B, R, L) rows that are contiguous in memory, and the layout: 'nchw' (R=C*H, L=W) or 'nhwc' (R=H, L=W*C)"
@@ -259,6 +257,7 @@ def mix_(x:torch.Tensor, # batch (B, C, H, W), float or uint8: mixed in place
         if not same: rowm, colm = _box_masks(boxes.view(nc, 4), H, W, layout, C, slice(xlo, xhi), it)
     budget = budget or (CPU_BUDGET if dev.type == 'cpu' else max(x.nbytes, 1 << 20))
     nr = max(1, budget // (len(gather) * L * x.element_size() * (1 if dt.is_floating_point else 5)))
+    if nr >= R and len(bands) > 1 and not same: bands = [(bands[0][0], bands[-1][1])]   # one block holds every row: one band, fewer kernels
     for r0, r1, inband in _blocks(R, nr, bands, nm > 0):
         blk = v[:, r0:r1] if nm else v[:, r0:r1, c0:c1]                      # (B, rows, L)
         s = torch.index_select(blk, 0, gather, out=scratch(0, (len(gather),) + blk.shape[1:], dt, dev))

@@ -36,7 +36,7 @@ def params(draw, B, H, W):
 @given(data=st.data(), B=st.integers(1, 9), C=st.integers(1, 4), H=st.integers(1, 19), W=st.integers(1, 23),
        dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]),
        layout=st.sampled_from(['contiguous', 'channels_last', 'transposed', 'strided_batch']),
-       budget=st.sampled_from([None, 1, 64, 1000]), fused=st.booleans())
+       budget=st.sampled_from([None, 1, 64, 1000, 1 << 30]), fused=st.booleans())
 def test_mix_matches_reference(data, B, C, H, W, dtype, layout, budget, fused):
     p = data.draw(params(B, H, W))
     g = torch.Generator().manual_seed(B * H * W)
