@@ -167,7 +167,8 @@ def fused_lib():
         except (OSError, subprocess.SubprocessError) as e:
             _why = str(e)
             warnings.warn(f"mixcut_nb: the fused CPU loop is not available ({_why}); mixing uses the torch kernel, "
-                          "which gives the same results more slowly on the CPU", RuntimeWarning, stacklevel=2)
+                          "which gives the same results more slowly on the CPU (MIXCUT_NB_FUSED=0 chooses it without this "
+                          "warning)", RuntimeWarning, stacklevel=2)
     return _lib
 
 # %% ../nbs/00b_fused.ipynb #9a86343d
