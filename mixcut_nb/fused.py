@@ -184,7 +184,7 @@ def mix_rows_(dtype:torch.dtype, # element type of the images
               w:np.ndarray,      # (B,) blend weight of the element itself
               v:np.ndarray,      # (B,) blend weight of its partner `B-1-i`
               boxes:np.ndarray,  # (B, 4) `(yl, yh, xl, xh)` CutMix boxes in image rows and columns
-              threads:int=None,  # default `torch.get_num_threads()`
+              threads:int=None,  # default `torch.get_num_threads()`, fewer for small batches
              )->bool:            # whether it mixed; `False` leaves everything untouched
     "Mix a batch in one pass of the fused loop; the caller keeps the memory behind `src` and `dst` alive"
     lib = fused_lib()
@@ -195,7 +195,8 @@ def mix_rows_(dtype:torch.dtype, # element type of the images
     if not (len(src) == len(dst) == len(w) == len(v) == B and boxes.shape == (B, 4)):
         raise ValueError(f"mix_rows_ needs one src, dst, w, v and box per element for {B} elements")
     if B == 0 or R * L == 0: return True
+    if threads is None: threads = min(torch.get_num_threads(), max(1, B * R * L // 32768))   # torch's grain: 32768 values a thread
     rc = lib.mixcut_mix_rows(FUSED_DTYPES[dtype], B, src.ctypes.data, dst.ctypes.data, R, L, H, q, op.ctypes.data,
-                             w.ctypes.data, v.ctypes.data, boxes.ctypes.data, threads or torch.get_num_threads())
+                             w.ctypes.data, v.ctypes.data, boxes.ctypes.data, threads)
     if rc: raise MemoryError("mix_rows_: out of memory for its scratch (16384 values per thread)")
     return True
