@@ -8,7 +8,8 @@ __all__ = ['KINDS', 'peak_extra_mb', 'time_calls', 'bench_mixup', 'bench_collate
 # %% ../nbs/06_bench.ipynb #6963cb40
 import argparse, gc, os, re, sys, time
 import numpy as np, torch
-from .fused import fused_lib
+from contextlib import nullcontext
+from .fused import fused_lib, _fused_env
 from .mixing import Mixup
 from .collate import FastCollateMixup
 from .train import _progress
@@ -120,9 +121,7 @@ def run(argv=None)->list:
     a = p.parse_args(argv)
     if a.batch_size < 1 or a.img_size < 1 or a.repeats < 1: p.error('--batch-size, --img-size and --repeats must be >= 1')
     if a.threads: torch.set_num_threads(a.threads)
-    old = os.environ.get('MIXCUT_NB_FUSED')
-    if a.no_fused: os.environ['MIXCUT_NB_FUSED'] = '0'
-    try:
+    with _fused_env(False) if a.no_fused else nullcontext():
         fused = a.device == 'cpu' and fused_lib() is not None
         kernel = 'the fused C loop' if fused and a.dtype in ('float32', 'float64') else 'the torch kernel'
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {a.device}, batch {a.batch_size}x3x{a.img_size}x{a.img_size} "
@@ -130,10 +129,6 @@ def run(argv=None)->list:
                                                                              if not a.no_collate and a.device == 'cpu' else ''))
         rows = bench_mixup(a.batch_size, a.img_size, a.dtype, a.device, a.repeats, a.modes, a.kinds, a.seed)
         if not a.no_collate and a.device == 'cpu': rows += bench_collate(a.batch_size, a.img_size, a.repeats, a.modes + ['half'], a.kinds, a.seed)
-    finally:
-        if a.no_fused:
-            if old is None: del os.environ['MIXCUT_NB_FUSED']
-            else: os.environ['MIXCUT_NB_FUSED'] = old
     print(format_table(rows))
     return rows
 

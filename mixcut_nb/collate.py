@@ -9,8 +9,8 @@ __all__ = ['FastCollateMixup']
 import numpy as np, torch
 from torch.utils.data import default_collate
 from .core import _smooth_target, _mix_target
-from .fused import mix_rows_
-from .mixing import Mixup, mix_, _Scratch, _target_lam
+from .fused import _addresses
+from .mixing import Mixup, mix_, _Scratch, _target_lam, _mix_rows_
 
 # %% ../nbs/02_collate.ipynb #3e9029a6
 class FastCollateMixup(Mixup):
@@ -41,9 +41,8 @@ class FastCollateMixup(Mixup):
         out = torch.empty((n, C, H, W), dtype=torch.uint8)
         src = np.array([s.ctypes.data if isinstance(s, np.ndarray) else s.data_ptr() for s in samples], np.int64)
         dst = np.zeros(B, np.int64)
-        dst[:n] = out.data_ptr() + np.arange(n) * (C * H * W)           # the second half of 'half' is not written
-        op = np.where(p.cutmix, 2, p.mixup.astype(np.int8))
-        return out if mix_rows_(torch.uint8, src, dst, C * H, W, H, 1, op, p.lam, 1 - p.lam, p.boxes) else None
+        dst[:n] = _addresses(out)                                        # the second half of 'half' is not written
+        return out if _mix_rows_(p, torch.uint8, src, dst, C * H, W, H, 1) else None
 
     def __call__(self,
                  batch:list,  # (sample, target) pairs: uint8 (C, H, W) arrays or tensors, class ids or soft rows

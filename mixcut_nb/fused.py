@@ -7,6 +7,7 @@ __all__ = ['FUSED_DTYPES', 'fused_lib', 'mix_rows_']
 
 # %% ../nbs/00b_fused.ipynb #cdfbe375
 import ctypes, hashlib, os, platform, shutil, subprocess, sys, tempfile, warnings
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
 from .core import _cache_dir
@@ -171,6 +172,16 @@ def fused_lib():
                           "warning)", RuntimeWarning, stacklevel=2)
     return _lib
 
+@contextmanager
+def _fused_env(on:bool):
+    "Within the block, mix with the fused loop (`on`, where it is built) or with the torch kernel; then as before"
+    old = os.environ.get('MIXCUT_NB_FUSED')
+    os.environ['MIXCUT_NB_FUSED'] = '1' if on else '0'
+    try: yield
+    finally:
+        if old is None: del os.environ['MIXCUT_NB_FUSED']
+        else: os.environ['MIXCUT_NB_FUSED'] = old
+
 # %% ../nbs/00b_fused.ipynb #9a86343d
 FUSED_DTYPES = {torch.float32: 0, torch.float64: 1, torch.uint8: 2}
 
@@ -200,3 +211,8 @@ def mix_rows_(dtype:torch.dtype, # element type of the images
                              w.ctypes.data, v.ctypes.data, boxes.ctypes.data, threads)
     if rc: raise MemoryError("mix_rows_: out of memory for its scratch (16384 values per thread)")
     return True
+
+# %% ../nbs/00b_fused.ipynb #bde482af
+def _addresses(t:torch.Tensor)->np.ndarray:
+    "The address of each element `t[i]`"
+    return t.data_ptr() + np.arange(len(t), dtype=np.int64) * (t.stride(0) * t.element_size())

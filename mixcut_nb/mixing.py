@@ -12,7 +12,7 @@ import numpy as np, torch
 from torch.utils.data import get_worker_info
 from .core import (_check_real, _check_int, _check_minmax, _draws, _smooth_target, _mix_target,
                             _clip_box, _box_lam, _img_hw, rand_bbox_minmax)
-from .fused import FUSED_DTYPES, mix_rows_
+from .fused import FUSED_DTYPES, mix_rows_, _addresses
 
 # %% ../nbs/01_mixing.ipynb #5e821a8f
 @dataclass
@@ -204,14 +204,18 @@ def _paste_(own, partner, rowm, colm, it):
     own.view(it).bitwise_xor_(d)
 
 # %% ../nbs/01_mixing.ipynb #7b96f9d6
+def _mix_rows_(p, dtype, src, dst, R, L, H, q):
+    "`mix_rows_` doing what `p` says: blends with `lam` and `1-lam`, boxes pasted"
+    op = np.where(p.cutmix, 2, p.mixup.astype(np.int8))                                      # 0 keep, 1 blend, 2 paste
+    return mix_rows_(dtype, src, dst, R, L, H, q, op, p.lam, 1 - p.lam, p.boxes)
+
 def _fused_(x, v, layout, p):
     "Mix `x` with the fused CPU loop if it takes it; `False` (nothing done) if not"
     B, C, H, W = x.shape
     R, L = v.shape[1:]
     if x.device.type != 'cpu' or x.dtype not in FUSED_DTYPES or x.requires_grad or (B > 1 and x.stride(0) < R * L): return False
-    at = x.data_ptr() + np.arange(B, dtype=np.int64) * (x.stride(0) * x.element_size())   # each element's first row
-    op = np.where(p.cutmix, 2, p.mixup.astype(np.int8))                                      # 0 keep, 1 blend, 2 paste
-    return mix_rows_(x.dtype, at, at, R, L, H, 1 if layout == 'nchw' else C, op, p.lam, 1 - p.lam, p.boxes)
+    at = _addresses(x)
+    return _mix_rows_(p, x.dtype, at, at, R, L, H, 1 if layout == 'nchw' else C)
 
 # %% ../nbs/01_mixing.ipynb #f2ae5bb2
 def mix_(x:torch.Tensor, # batch (B, C, H, W), float or uint8: mixed in place

@@ -1,10 +1,9 @@
 "Bit-for-bit parity with timm.data.mixup 1.0.31 over randomly drawn configurations"
-import os
-from contextlib import contextmanager
 import numpy as np, torch, pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 from timm.data import mixup as tm
 import mixcut_nb as mc
+from mixcut_nb.fused import _fused_env as kernel   # the fused CPU loop (where it is built) or the torch kernel
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 alphas = st.sampled_from([0., 0.1, 0.4, 1., 2.5])
@@ -18,16 +17,6 @@ def mixup_configs(draw, modes=('batch', 'pair', 'elem')):
                 prob=draw(st.sampled_from([1., 1., 0.5, 0.9, 0.])), switch_prob=draw(st.sampled_from([0.5, 0., 1., 0.3])),
                 mode=draw(st.sampled_from(modes)), correct_lam=draw(st.booleans()),
                 label_smoothing=draw(st.sampled_from([0.1, 0., 0.3])), num_classes=draw(st.sampled_from([1, 3, 10])))
-
-@contextmanager
-def kernel(fused):
-    "Mix with the fused CPU loop (where it is built) or, with `fused=False`, with the torch kernel"
-    old = os.environ.get('MIXCUT_NB_FUSED')
-    os.environ['MIXCUT_NB_FUSED'] = '1' if fused else '0'
-    try: yield
-    finally:
-        if old is None: del os.environ['MIXCUT_NB_FUSED']
-        else: os.environ['MIXCUT_NB_FUSED'] = old
 
 def batch(seed, B, C, H, W, dtype, layout):
     g = torch.Generator().manual_seed(seed)
@@ -122,7 +111,7 @@ def test_collate_batch_cutmix_draws_a_box_even_at_lam_1(fused):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('mode', ['batch', 'pair', 'elem'])
 def test_cuda_parity(mode):
-    "On a GPU (the torch kernel, whole batch in one block, parameters sent from pinned memory) as on the CPU"
+    "On a GPU (the torch kernel, whole batch in one block, parameters sent without blocking) as on the CPU"
     kinds = [dict(mixup_alpha=1.), dict(mixup_alpha=0., cutmix_alpha=1.), dict(mixup_alpha=1., cutmix_alpha=1.),
              dict(mixup_alpha=0., cutmix_minmax=(.2, .8), prob=.7)]
     for kw in kinds:
