@@ -1,5 +1,6 @@
 from configparser import ConfigParser
 import setuptools, shlex
+from setuptools.command.build_ext import build_ext
 
 # note: all settings are in settings.ini; edit there, not here
 config = ConfigParser(delimiters=['='])
@@ -32,7 +33,24 @@ pkg_data = cfg.get('package_data', None)
 if pkg_data: package_data[cfg['lib_name']] = pkg_data.split()
 setup_cfg['package_data'] = package_data
 
+class BuildFused(build_ext):
+    "The C loop: with OpenMP where the compiler has it, else without; with no working compiler, installs without it"
+    flags = ['-O3', '-ffp-contract=off', '-fno-fast-math', '-pthread']
+    def build_extension(self, ext):
+        err = None
+        for openmp in (['-fopenmp'], []):
+            ext.extra_compile_args, ext.extra_link_args = self.flags + openmp, ['-pthread'] + openmp
+            try: return super().build_extension(ext)
+            except Exception as e: err = e
+        self.warn(f"mixcut_nb: the C loop was not built ({err}); mixing falls back to mix_reference")
+
+fused = setuptools.Extension(f"{cfg['lib_name']}._fused", [f"{cfg['lib_name']}/_fused.c"], py_limited_api=True,
+                             define_macros=[('Py_LIMITED_API', '0x030A0000')])
+
 setuptools.setup(
+    ext_modules=[fused],
+    cmdclass={'build_ext': BuildFused},
+    options={'bdist_wheel': {'py_limited_api': 'cp310'}},   # one wheel serves every CPython >= 3.10
     name=cfg['lib_name'],
     license=licenses.get(cfg['license'].lower(), cfg['license']),
     classifiers=[

@@ -5,11 +5,11 @@ __version__ = "0.1.0"
 
 # %% auto #0
 __all__ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam', 'MixParams',
-           'mix_', 'Mixup', 'FastCollateMixup']
+           'mix_reference', 'mix_', 'Mixup', 'FastCollateMixup']
 
 # %% ../nbs/index.ipynb #062ac952
 from .core import one_hot, mixup_target, mixup, cutmix, rand_bbox, rand_bbox_minmax, cutmix_bbox_and_lam
-from .mixing import MixParams, mix_, Mixup
+from .mixing import MixParams, mix_reference, mix_, Mixup
 from .collate import FastCollateMixup
 _all_ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam',
-         'MixParams', 'mix_', 'Mixup', 'FastCollateMixup']
+         'MixParams', 'mix_reference', 'mix_', 'Mixup', 'FastCollateMixup']

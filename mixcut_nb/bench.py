@@ -9,7 +9,8 @@ __all__ = ['KINDS', 'peak_extra_mb', 'time_calls', 'bench_mixup', 'bench_collate
 import argparse, gc, os, re, sys, time
 import numpy as np, torch
 from contextlib import nullcontext
-from .fused import fused_lib, _fused_env
+from . import fused
+from .mixing import use_kernel, KERNELS
 from .mixing import Mixup
 from .collate import FastCollateMixup
 from .train import _progress
@@ -60,10 +61,9 @@ def _bench(label, classes, call, floor, restore, modes, kinds, repeats, device, 
             for f in fns.values(): restore(0); f()                # warm up: our scratch is allocated here, once
             t = time_calls(fns, restore, repeats, device)
             mem = {k: (restore(0), peak_extra_mb(fns[k], device))[1] for k in ('timm', 'ours')}
-            scratch = sum(b.numel() * b.element_size() for b in ours._scratch.bufs.values()) / 2**20 if ours._scratch else 0.
             rows.append(dict(case=f'{label} {mode} {kind}', timm_ms=t['timm'], ours_ms=t['ours'], floor_ms=t['floor'],
                              speedup=t['timm'] / t['ours'], floor_ratio=t['ours'] / t['floor'],
-                             timm_mb=mem['timm'], ours_mb=mem['ours'], scratch_mb=scratch))
+                             timm_mb=mem['timm'], ours_mb=mem['ours']))
             bar.update()
     bar.close()
     return rows
@@ -100,8 +100,6 @@ def format_table(rows):
     for r in rows:
         lines.append(f"{r['case']:32s} {r['timm_ms']:8.2f} {r['ours_ms']:8.2f} {r['speedup']:7.1f}x {r['floor_ms']:8.2f} "
                      f"{r['floor_ratio']:6.2f}x {mb(r['timm_mb']):>7s} {mb(r['ours_mb']):>7s}")
-    scratch = max((r['scratch_mb'] for r in rows), default=0)
-    lines.append(f"(mixcut_nb keeps at most {scratch:.1f} MB of scratch buffers between calls)")
     return '\n'.join(lines)
 
 def run(argv=None)->list:
@@ -115,17 +113,17 @@ def run(argv=None)->list:
     p.add_argument('--modes', nargs='+', default=['batch', 'pair', 'elem'], choices=('batch', 'pair', 'elem'))
     p.add_argument('--kinds', nargs='+', default=list(KINDS), choices=list(KINDS))
     p.add_argument('--no-collate', action='store_true', help='skip FastCollateMixup')
-    p.add_argument('--no-fused', action='store_true', help='mix with the torch kernel, not the fused CPU loop')
+    p.add_argument('--kernel', default='auto', choices=KERNELS, help='mixcut_nb\'s kernel (default: the fast path of the device)')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args(argv)
     if a.batch_size < 1 or a.img_size < 1 or a.repeats < 1: p.error('--batch-size, --img-size and --repeats must be >= 1')
     if a.threads: torch.set_num_threads(a.threads)
-    with _fused_env(False) if a.no_fused else nullcontext():
-        fused = a.device == 'cpu' and fused_lib() is not None
-        kernel = 'the fused C loop' if fused and a.dtype in ('float32', 'float64') else 'the torch kernel'
+    with use_kernel(a.kernel):
+        c_loop = a.device == 'cpu' and fused.available() and a.kernel in ('auto', 'c')
+        kernel = 'the C loop' if c_loop and a.dtype in ('float32', 'float64') else 'the Triton kernel' if a.device != 'cpu' and a.kernel != 'reference' else 'mix_reference'
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {a.device}, batch {a.batch_size}x3x{a.img_size}x{a.img_size} "
-              f"{a.dtype}, best of {a.repeats}; Mixup mixes with {kernel}" + (f", FastCollateMixup with {'the fused C loop' if fused else 'the torch kernel'}"
+              f"{a.dtype}, best of {a.repeats}; Mixup mixes with {kernel}" + (f", FastCollateMixup with {'the C loop' if c_loop else 'mix_reference'}"
                                                                              if not a.no_collate and a.device == 'cpu' else ''))
         rows = bench_mixup(a.batch_size, a.img_size, a.dtype, a.device, a.repeats, a.modes, a.kinds, a.seed)
         if not a.no_collate and a.device == 'cpu': rows += bench_collate(a.batch_size, a.img_size, a.repeats, a.modes + ['half'], a.kinds, a.seed)

@@ -9,13 +9,13 @@ __all__ = ['FastCollateMixup']
 import numpy as np, torch
 from torch.utils.data import default_collate
 from .core import _smooth_target, _mix_target
-from .fused import _addresses
-from .mixing import Mixup, mix_, _Scratch, _target_lam, _mix_rows_
+from . import fused
+from .mixing import Mixup, _mix_, _kernel, _target_lam
 
 # %% ../nbs/02_collate.ipynb #3e9029a6
 class FastCollateMixup(Mixup):
     "Collate uint8 (C, H, W) samples into a batch and mix it (timm's `FastCollateMixup`, drop-in)"
-    modes = ('batch', 'pair', 'elem', 'half')
+    _drawn_as = {}              # 'half' is a mode of its own here: the first half mixed with the second
     _box_at_lam_1 = True
 
     def _samples(self, batch):
@@ -33,16 +33,15 @@ class FastCollateMixup(Mixup):
                 raise ValueError(f"`batch[{i}]` sample has shape {tuple(s.shape)} but batch[0] has {tuple(batch[0][0].shape)}")
         return [b[0] for b in batch]
 
-    def _fused(self, samples, p, n):
-        "The first `n` images mixed by the fused loop, read from the samples and written to a new batch; `None` if it can't"
+    def _collate_c(self, samples, p, n):
+        "The first `n` images mixed by the C loop, read from the samples and written to a new batch; `None` if it can't"
         def dense(s): return s.flags.c_contiguous if isinstance(s, np.ndarray) else s.device.type == 'cpu' and s.is_contiguous()
-        if not all(dense(s) for s in samples): return None
-        (C, H, W), B = samples[0].shape, len(samples)
+        if _kernel() not in ('auto', 'c') or not fused.available() or not all(dense(s) for s in samples): return None
+        C, H, W = samples[0].shape
         out = torch.empty((n, C, H, W), dtype=torch.uint8)
-        src = np.array([s.ctypes.data if isinstance(s, np.ndarray) else s.data_ptr() for s in samples], np.int64)
-        dst = np.zeros(B, np.int64)
-        dst[:n] = _addresses(out)                                        # the second half of 'half' is not written
-        return out if _mix_rows_(p, torch.uint8, src, dst, C * H, W, H, 1) else None
+        src = np.array([s.ctypes.data if isinstance(s, np.ndarray) else s.data_ptr() for s in samples], np.int64).tobytes()
+        if out.numel(): fused._run(p, torch.uint8, C * H, W, H, 1, src, 0, out.data_ptr(), C * H * W)
+        return out
 
     def __call__(self,
                  batch:list,  # (sample, target) pairs: uint8 (C, H, W) arrays or tensors, class ids or soft rows
@@ -53,12 +52,10 @@ class FastCollateMixup(Mixup):
         y1 = _smooth_target(default_collate([b[1] for b in batch]), self.num_classes, self.label_smoothing, self.multi_label)
         if len(y1) != B: raise ValueError(f"the targets of `batch` have {len(y1)} rows for {B} samples")
         p = self.draw(B, (B, *samples[0].shape))
-        x = self._fused(samples, p, n)
-        if x is None:                          # stack copies of the samples and mix them with `mix_`
+        x = self._collate_c(samples, p, n)
+        if x is None:                          # stack copies of the samples and mix them in place
             x = torch.from_numpy(np.stack(samples)) if all(isinstance(s, np.ndarray) for s in samples) else \
                 torch.stack([torch.as_tensor(s, device='cpu') for s in samples])
-            self._scratch = self._scratch or _Scratch()
-            mix_(x, p, self._scratch)
-            if n < B: x = x[:n].clone()
+            x = _mix_(x, p)[:n].clone() if n < B else _mix_(x, p)
         self.last_params = p
         return x, _mix_target(y1, _target_lam(p, torch.float32, 'cpu'))[:n]

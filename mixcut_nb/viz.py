@@ -80,8 +80,9 @@ def _tile_x0(i, w): return _PAD + i * (w + _PAD)   # left edge of image `i` in t
 def _ops(params, B):
     "'mixup', 'cutmix' or 'unmixed' for each element, from `params`"
     if not isinstance(params, MixParams): raise TypeError(f"`params` must be a MixParams (a Mixup's `last_params`), got {type(params).__name__}")
-    if len(params.lam) != B: raise ValueError(f"`params` describes {len(params.lam)} elements for a batch of {B}")
-    return ['cutmix' if c else 'mixup' if m else 'unmixed' for m, c in zip(params.mixup, params.cutmix)]
+    if params.batch_size != B: raise ValueError(f"`params` describes a batch of {params.batch_size} for a batch of {B}")
+    e = params.per_element()
+    return ['cutmix' if c else 'mixup' if m else 'unmixed' for m, c in zip(e.mixup, e.cutmix)]
 
 def _labels(target, classes, B, k, min_weight):
     "One label per element: a class name for class ids, a soft label for target rows"
@@ -116,8 +117,9 @@ def show_batch(x:torch.Tensor,          # normalized batch (B, 3, H, W)
     for s in ax.spines.values(): s.set_visible(False)
     if ylabel: ax.set_ylabel(ylabel, fontsize=8)
     if ops and boxes:
-        for i in np.flatnonzero(params.cutmix):
-            yl, yh, xl, xh = (int(v) for v in params.boxes[i])
+        e = params.per_element()
+        for i in np.flatnonzero(e.cutmix):
+            yl, yh, xl, xh = (int(v) for v in e.boxes[i])
             if yh > yl and xh > xl: ax.add_patch(Rectangle((_tile_x0(i, W) + xl - .5, _PAD + yl - .5), xh - xl, yh - yl,
                                                            fill=False, edgecolor=_OP_COLORS['cutmix'], linewidth=1.5))
     return ax

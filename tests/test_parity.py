@@ -3,7 +3,11 @@ import numpy as np, torch, pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 from timm.data import mixup as tm
 import mixcut_nb as mc
-from mixcut_nb.fused import _fused_env as kernel   # the fused CPU loop (where it is built) or the torch kernel
+from mixcut_nb.mixing import use_kernel
+
+def kernel(fast:bool):
+    "Mix with the fast path of the device (`fast`) or with `mix_reference`"
+    return use_kernel('auto' if fast else 'reference')
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 alphas = st.sampled_from([0., 0.1, 0.4, 1., 2.5])

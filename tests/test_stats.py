@@ -71,7 +71,7 @@ def test_pasted_area_matches_lam(mode, minmax):
     for _ in range(20):
         x = torch.arange(8 * 2 * 13 * 17, dtype=torch.float64).view(8, 2, 13, 17)
         xm, t = m(x.clone(), torch.arange(8))
-        lam = m.last_params.lam
+        lam = m.last_params.per_element().lam
         for i in range(8):
             if i == 7 - i: continue
             taken = (xm[i] == x[7 - i]).all(0).double().mean().item()

@@ -35,8 +35,8 @@ def test_show_mix_matches_the_mixed_batch(mode, half, H, W, smoothing, minmax, s
     kw = dict(mixup_alpha=0., cutmix_minmax=(.3, .8)) if minmax else dict(mixup_alpha=1., cutmix_alpha=1.)
     mf = mc.Mixup(**kw, mode=mode, label_smoothing=smoothing, num_classes=nc, rng=np.random.default_rng(seed))
     xm, ym = mf(x.clone(), y)
-    p = mf.last_params
-    fig, (ax0, ax1) = viz.show_mix(x, y, xm, ym, None, p)
+    fig, (ax0, ax1) = viz.show_mix(x, y, xm, ym, None, mf.last_params)
+    p = mf.last_params.per_element()
     try:
         assert viz.read_labels(ax0) == [(None, {str(int(c)): 1.}) for c in y]
         for i, (op, shown) in enumerate(viz.read_labels(ax1)):

@@ -1,0 +1,222 @@
+/* mixcut_nb._fused: mixing a batch on the CPU in one pass. Explained in nbs/01b_fused.ipynb.
+
+   Element e of a batch of B is R rows of L contiguous values. Row r shows image row h = r % H, and an image
+   column is q values of a row (q = 1 for NCHW, C for channels-last). Element e follows draw d(e) of the call's
+   draws (one for the batch, one per pair, one per element, or one per element of the first half), and is
+   mixed with its partner B-1-e as op[d] says: 0 keeps it, 1 blends it, own*w[d] + partner*v[d], rounding after
+   each operation as torch does, 2 pastes the partner's box: rows box[d][0] <= h < box[d][1], columns
+   box[d][2]*q <= k < box[d][3]*q. Both elements of a pair read the other's original values. */
+#define PY_SSIZE_T_CLEAN
+#define Py_LIMITED_API 0x030A0000
+#include <Python.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { BATCH, PAIR, ELEM, HALF };                 /* which draw an element follows */
+enum { F32, F64, U8 };                            /* element types */
+static const int64_t SIZE[3] = {4, 8, 1};
+
+typedef struct {
+    int dtype, mode; int64_t B, R, L, H, q;
+    const char *src; int64_t src_stride; const int64_t *src_at;   /* element e at src_at[e], else src + e*src_stride */
+    char *dst; int64_t dst_stride; const int64_t *dst_at;          /* likewise; a 0 in dst_at: not written */
+    const int8_t *op; const double *w, *v; const int64_t *box;     /* one per draw */
+    int64_t lo, hi, span; char *tmp;      /* this thread's (pair, row) items, and `span` values of scratch */
+} job_t;
+
+static int64_t draw_of(const job_t *j, int64_t e) {
+    switch (j->mode) {
+    case BATCH: return 0;
+    case PAIR: return e < j->B - 1 - e ? e : j->B - 1 - e;
+    case HALF: return e < j->B / 2 ? e : -1;
+    default: return e;
+    }
+}
+static const char *src_of(const job_t *j, int64_t e) {
+    return j->src_at ? (const char *)(intptr_t)j->src_at[e] : j->src + e * j->src_stride;
+}
+static char *dst_of(const job_t *j, int64_t e) {
+    if (j->mode == HALF && e >= j->B / 2) return NULL;           /* 'half' returns only the first half */
+    return j->dst_at ? (char *)(intptr_t)j->dst_at[e] : j->dst + e * j->dst_stride;
+}
+
+/* One row segment of L values: blend (op 1), or copy and paste columns c0..c1 of the partner (op 2), or copy.
+   The AVX2 clone vectorizes the uint8 blends; without FMA and with -ffp-contract=off it rounds as the baseline. */
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef CLONES
+#define CLONES
+#endif
+#define ROW(NAME, T, F, MIX)                                                                        \
+CLONES static void NAME(char *out_, const char *a_, const char *b_, int op, double wd, double vd,   \
+                        int64_t c0, int64_t c1, int64_t L) {                                        \
+    T *out = (T *)out_; const T *a = (const T *)a_, *b = (const T *)b_;                             \
+    const F w = (F)wd, v = (F)vd;                                                                   \
+    if (op == 1) { for (int64_t k = 0; k < L; k++) { F fa = a[k], fb = b[k]; out[k] = MIX; } return; } \
+    if (out != a) for (int64_t k = 0; k < L; k++) out[k] = a[k];                                    \
+    if (op == 2) for (int64_t k = c0; k < c1; k++) out[k] = b[k];                                   \
+}
+ROW(row_f32, float, float, fa * w + fb * v)
+ROW(row_f64, double, double, fa * w + fb * v)
+/* float32, rounded half to even as np.rint: adding and subtracting 2^23 is exact for 0 <= f < 2^23 */
+ROW(row_u8, uint8_t, float, (uint8_t)(int32_t)((fa * w + fb * v + 8388608.0f) - 8388608.0f))
+typedef void (*row_fn)(char *, const char *, const char *, int, double, double, int64_t, int64_t, int64_t);
+static const row_fn ROWS[3] = {row_f32, row_f64, row_u8};
+
+/* Values at .. at+n of the pair (p, B-1-p), n <= the scratch's size: both read their partner's original.
+   A segment is one row of image row h where an element pastes a box, else any run of whole rows (h = -1). */
+static void pair_seg(const job_t *j, int64_t p, int64_t at, int64_t n, int64_t h) {
+    const int64_t e[2] = {p, j->B - 1 - p}, es = SIZE[j->dtype];
+    int op[2]; int64_t c0[2] = {0, 0}, c1[2] = {0, 0}; double w[2] = {1, 1}, v[2] = {0, 0};
+    const char *a[2]; char *out[2];
+    for (int s = 0; s < 2; s++) {
+        const int64_t d = draw_of(j, e[s]);
+        op[s] = d < 0 ? 0 : j->op[d];
+        if (op[s]) {
+            const int64_t *bx = j->box + 4 * d;
+            if (op[s] == 2 && (h < bx[0] || h >= bx[1])) op[s] = 0;   /* this row misses the box */
+            c0[s] = bx[2] * j->q; c1[s] = bx[3] * j->q; w[s] = j->w[d]; v[s] = j->v[d];
+        }
+        a[s] = src_of(j, e[s]) + at * es;
+        out[s] = dst_of(j, e[s]);
+        if (out[s]) out[s] += at * es;
+    }
+    const row_fn row = ROWS[j->dtype];
+    if (e[0] == e[1]) {                                             /* the middle of an odd batch */
+        if (out[0] && (op[0] || out[0] != a[0])) row(out[0], a[0], a[0], op[0], w[0], v[0], c0[0], c1[0], n);
+        return;
+    }
+    const char *b0 = a[1];      /* element 0 is written last: keep what it needs of its partner's original */
+    if (op[0] && op[1] && out[1] == a[1]) {
+        int64_t k0 = op[0] == 1 ? 0 : c0[0], k1 = op[0] == 1 ? n : c1[0];
+        memcpy(j->tmp + k0 * es, a[1] + k0 * es, (size_t)((k1 - k0) * es));
+        b0 = j->tmp;
+    }
+    for (int s = 1; s >= 0; s--)
+        if (out[s] && (op[s] || out[s] != a[s]))
+            row(out[s], a[s], s ? a[0] : b0, op[s], w[s], v[s], c0[s], c1[s], n);
+}
+
+static int pastes(const job_t *j, int64_t e) { int64_t d = draw_of(j, e); return d >= 0 && j->op[d] == 2; }
+
+static void *run(void *arg) {
+    const job_t *j = (const job_t *)arg;
+    for (int64_t it = j->lo; it < j->hi;) {               /* item `it` is row it % R of pair it / R */
+        const int64_t p = it / j->R, r0 = it % j->R;
+        const int64_t r1 = j->hi - p * j->R < j->R ? j->hi - p * j->R : j->R;   /* this thread's rows of pair p */
+        if (pastes(j, p) || pastes(j, j->B - 1 - p))      /* a box: row by row */
+            for (int64_t r = r0, h = r0 % j->H; r < r1; r++, h = h + 1 == j->H ? 0 : h + 1)
+                pair_seg(j, p, r * j->L, j->L, h);
+        else                                              /* no box: the rows are one run of values */
+            for (int64_t k = r0 * j->L, end = r1 * j->L; k < end; k += j->span)
+                pair_seg(j, p, k, end - k < j->span ? end - k : j->span, -1);
+        it = p * j->R + r1;
+    }
+    return NULL;
+}
+
+/* Run `job` on up to `threads` threads: 0 when done, -1 when out of memory (then nothing is written) */
+static int mix_all(job_t job, int threads) {
+    const int64_t items = (job.B + 1) / 2 * job.R;
+    if (items == 0 || job.L == 0) return 0;
+    if (threads > 64) threads = 64;
+    if (threads > items) threads = (int)items;
+    if (threads < 1) threads = 1;
+    const int64_t span = job.L > 16384 ? job.L : 16384;  /* values per segment of rows without a box */
+    char *tmp = malloc((size_t)(threads * span * SIZE[job.dtype]));
+    if (!tmp) return -1;
+    job_t jobs[64];
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = job;
+        jobs[t].lo = items * t / threads; jobs[t].hi = items * (t + 1) / threads;
+        jobs[t].span = span; jobs[t].tmp = tmp + t * span * SIZE[job.dtype];
+    }
+    if (threads == 1) run(&jobs[0]);
+    else {
+#ifdef _OPENMP                                    /* torch's own OpenMP threads, where it uses libgomp */
+        #pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int t = 0; t < threads; t++) run(&jobs[t]);
+#else
+        pthread_t th[64]; int started[64] = {0};
+        for (int t = 1; t < threads; t++) started[t] = pthread_create(&th[t], NULL, run, &jobs[t]) == 0;
+        run(&jobs[0]);
+        for (int t = 1; t < threads; t++) { if (started[t]) pthread_join(th[t], NULL); else run(&jobs[t]); }
+#endif
+    }
+    free(tmp);
+    return 0;
+}
+
+/* An address argument: an int (element e at base + e*stride) or bytes of B int64 addresses */
+static int address(PyObject *o, int64_t B, const char *name, char **base, const int64_t **at) {
+    *base = NULL; *at = NULL;
+    if (PyLong_Check(o)) { *base = (char *)PyLong_AsVoidPtr(o); return PyErr_Occurred() ? -1 : 0; }
+    if (PyBytes_Check(o) && PyBytes_Size(o) == 8 * B) { *at = (const int64_t *)PyBytes_AsString(o); return 0; }
+    PyErr_Format(PyExc_ValueError, "mix: `%s` must be an address or bytes of %lld addresses", name, (long long)B);
+    return -1;
+}
+
+static int check(int ok, const char *msg) {
+    if (!ok) PyErr_SetString(PyExc_ValueError, msg);
+    return ok;
+}
+
+static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"dtype", "mode", "B", "R", "L", "H", "q", "src", "src_stride", "dst", "dst_stride",
+                         "op", "w", "v", "boxes", "threads", NULL};
+    int dtype, mode, threads; long long B, R, L, H, q, ss, ds; PyObject *src, *dst;
+    const char *op, *w, *v, *bx; Py_ssize_t nop, nw, nv, nbx;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$iiLLLLLOLOLy#y#y#y#i", kw, &dtype, &mode, &B, &R, &L, &H, &q,
+                                     &src, &ss, &dst, &ds, &op, &nop, &w, &nw, &v, &nv, &bx, &nbx, &threads))
+        return NULL;
+    if (!check(dtype >= F32 && dtype <= U8, "mix: unknown dtype") || !check(mode >= BATCH && mode <= HALF, "mix: unknown mode")
+        || !check(B >= 0 && R >= 0 && L >= 0 && H >= 1 && q >= 1 && R % H == 0 && L % q == 0, "mix: bad layout")
+        || !check(mode != PAIR && mode != HALF ? 1 : B % 2 == 0, "mix: 'pair' and 'half' need an even batch"))
+        return NULL;
+    const int64_t n = B == 0 ? 0 : mode == BATCH ? 1 : mode == ELEM ? B : B / 2;
+    if (!check(nop == n && nw == 8 * n && nv == 8 * n && nbx == 32 * n, "mix: op, w, v and boxes need one entry per draw"))
+        return NULL;
+    const int64_t *box = (const int64_t *)bx;
+    for (int64_t d = 0; d < n; d++) {
+        const int64_t *b = box + 4 * d;
+        if (!check(op[d] >= 0 && op[d] <= 2, "mix: op must be 0, 1 or 2")) return NULL;
+        if (op[d] == 2 && !check(0 <= b[0] && b[0] <= b[1] && b[1] <= H && 0 <= b[2] && b[2] <= b[3] && b[3] * q <= L,
+                                 "mix: a box is outside the image")) return NULL;
+    }
+    job_t job = {.dtype = dtype, .mode = mode, .B = B, .R = R, .L = L, .H = H, .q = q, .src_stride = ss, .dst_stride = ds,
+                 .op = (const int8_t *)op, .w = (const double *)w, .v = (const double *)v, .box = box};
+    char *s;
+    if (address(src, B, "src", &s, &job.src_at) || address(dst, B, "dst", &job.dst, &job.dst_at)) return NULL;
+    job.src = s;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = mix_all(job, threads);
+    Py_END_ALLOW_THREADS
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"mix", (PyCFunction)(void (*)(void))mix, METH_VARARGS | METH_KEYWORDS,
+     "mix(*, dtype, mode, B, R, L, H, q, src, src_stride, dst, dst_stride, op, w, v, boxes, threads): "
+     "mix a batch in one pass (see mixcut_nb.fused)"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", "The CPU loop of mixcut_nb.fused", -1, methods};
+
+#ifdef _OPENMP
+#define OPENMP 1
+#else
+#define OPENMP 0
+#endif
+
+PyMODINIT_FUNC PyInit__fused(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "openmp", OPENMP)) { Py_DECREF(m); return NULL; }
+    return m;
+}
