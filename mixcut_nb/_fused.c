@@ -42,8 +42,9 @@ static char *dst_of(const job_t *j, int64_t e) {
     return j->dst_at ? (char *)(intptr_t)j->dst_at[e] : j->dst + e * j->dst_stride;
 }
 
-/* One row segment of L values: blend (op 1), or copy and paste columns c0..c1 of the partner (op 2), or copy.
-   The AVX2 clone vectorizes the uint8 blends; without FMA and with -ffp-contract=off it rounds as the baseline. */
+/* One row segment of n values: blend (op 1), or copy and paste columns c0..c1 of the partner (op 2), or copy.
+   The AVX2 clone vectorizes the uint8 blends; without FMA and with -ffp-contract=off it rounds as the baseline.
+   IVDEP: value k is read before value k is written and nothing else, so in place is safe to vectorize. */
 #if defined(__x86_64__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define CLONES __attribute__((target_clones("avx2", "default")))
@@ -52,21 +53,49 @@ static char *dst_of(const job_t *j, int64_t e) {
 #ifndef CLONES
 #define CLONES
 #endif
+#if defined(__clang__)
+#define IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define IVDEP _Pragma("GCC ivdep")
+#else
+#define IVDEP
+#endif
+#define BLEND(a, b, w, v) ((a) * (w) + (b) * (v))
+/* float32, rounded half to even as np.rint: adding and subtracting 2^23 is exact for 0 <= f < 2^23 */
+#define BLEND_U8(a, b, w, v) ((uint8_t)(int32_t)(((a) * (w) + (b) * (v) + 8388608.0f) - 8388608.0f))
 #define ROW(NAME, T, F, MIX)                                                                        \
 CLONES static void NAME(char *out_, const char *a_, const char *b_, int op, double wd, double vd,   \
-                        int64_t c0, int64_t c1, int64_t L) {                                        \
-    T *out = (T *)out_; const T *a = (const T *)a_, *b = (const T *)b_;                             \
-    const F w = (F)wd, v = (F)vd;                                                                   \
-    if (op == 1) { for (int64_t k = 0; k < L; k++) { F fa = a[k], fb = b[k]; out[k] = MIX; } return; } \
-    if (out != a) for (int64_t k = 0; k < L; k++) out[k] = a[k];                                    \
-    if (op == 2) for (int64_t k = c0; k < c1; k++) out[k] = b[k];                                   \
+                        int64_t c0, int64_t c1, int64_t n) {                                        \
+    if (op == 1) {                                                                                  \
+        T *out = (T *)out_; const T *a = (const T *)a_, *b = (const T *)b_;                         \
+        const F w = (F)wd, v = (F)vd;                                                               \
+        IVDEP for (int64_t k = 0; k < n; k++) { F fa = a[k], fb = b[k]; out[k] = MIX(fa, fb, w, v); } \
+        return;                                                                                     \
+    }                                                                                               \
+    if (out_ != a_) memcpy(out_, a_, (size_t)n * sizeof(T));                                        \
+    if (op == 2) memcpy(out_ + c0 * sizeof(T), b_ + c0 * sizeof(T), (size_t)(c1 - c0) * sizeof(T)); \
 }
-ROW(row_f32, float, float, fa * w + fb * v)
-ROW(row_f64, double, double, fa * w + fb * v)
-/* float32, rounded half to even as np.rint: adding and subtracting 2^23 is exact for 0 <= f < 2^23 */
-ROW(row_u8, uint8_t, float, (uint8_t)(int32_t)((fa * w + fb * v + 8388608.0f) - 8388608.0f))
+/* Both elements of a pair blend: each value of both is read once, and both are written, no copy needed */
+#define PAIR(NAME, T, F, MIX)                                                                       \
+CLONES static void NAME(char *o0_, char *o1_, const char *a0_, const char *a1_, double w0d, double v0d, \
+                        double w1d, double v1d, int64_t n) {                                        \
+    T *o0 = (T *)o0_, *o1 = (T *)o1_; const T *a0 = (const T *)a0_, *a1 = (const T *)a1_;          \
+    const F w0 = (F)w0d, v0 = (F)v0d, w1 = (F)w1d, v1 = (F)v1d;                                     \
+    IVDEP for (int64_t k = 0; k < n; k++) {                                                         \
+        F f0 = a0[k], f1 = a1[k];                                                                   \
+        o0[k] = MIX(f0, f1, w0, v0); o1[k] = MIX(f1, f0, w1, v1);                                   \
+    }                                                                                               \
+}
+ROW(row_f32, float, float, BLEND)
+ROW(row_f64, double, double, BLEND)
+ROW(row_u8, uint8_t, float, BLEND_U8)
+PAIR(pair_f32, float, float, BLEND)
+PAIR(pair_f64, double, double, BLEND)
+PAIR(pair_u8, uint8_t, float, BLEND_U8)
 typedef void (*row_fn)(char *, const char *, const char *, int, double, double, int64_t, int64_t, int64_t);
+typedef void (*pair_fn)(char *, char *, const char *, const char *, double, double, double, double, int64_t);
 static const row_fn ROWS[3] = {row_f32, row_f64, row_u8};
+static const pair_fn PAIRS[3] = {pair_f32, pair_f64, pair_u8};
 
 /* Values at .. at+n of the pair (p, B-1-p), n <= the scratch's size: both read their partner's original.
    A segment is one row of image row h where an element pastes a box, else any run of whole rows (h = -1). */
@@ -89,6 +118,10 @@ static void pair_seg(const job_t *j, int64_t p, int64_t at, int64_t n, int64_t h
     const row_fn row = ROWS[j->dtype];
     if (e[0] == e[1]) {                                             /* the middle of an odd batch */
         if (out[0] && (op[0] || out[0] != a[0])) row(out[0], a[0], a[0], op[0], w[0], v[0], c0[0], c1[0], n);
+        return;
+    }
+    if (op[0] == 1 && op[1] == 1 && out[0] && out[1]) {             /* both blend: one loop, no copy */
+        PAIRS[j->dtype](out[0], out[1], a[0], a[1], w[0], v[0], w[1], v[1], n);
         return;
     }
     const char *b0 = a[1];      /* element 0 is written last: keep what it needs of its partner's original */
@@ -166,48 +199,66 @@ static int check(int ok, const char *msg) {
     return ok;
 }
 
+/* What draw d does, from the draws as Python holds them: op[d] 0 keep, 1 blend, 2 paste; the weights lam and 1-lam,
+   1-lam computed in lam's own type (float32 or float64, 4 or 8 bytes per draw) as numpy does for timm */
+static int draws(int64_t n, const char *lam, Py_ssize_t nlam, const char *mixup, const char *cutmix, int8_t *op, double *w, double *v) {
+    if (!check(nlam == 4 * n || nlam == 8 * n, "mix: lam needs one float32 or float64 per draw")) return -1;
+    for (int64_t d = 0; d < n; d++) {
+        if (!check(!(mixup[d] && cutmix[d]), "mix: a draw can't both blend and paste")) return -1;
+        op[d] = cutmix[d] ? 2 : mixup[d] ? 1 : 0;
+        if (nlam == 4 * n) { float l; memcpy(&l, lam + 4 * d, 4); w[d] = l; v[d] = 1.0f - l; }
+        else { double l; memcpy(&l, lam + 8 * d, 8); w[d] = l; v[d] = 1.0 - l; }
+    }
+    return 0;
+}
+
 static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kw[] = {"dtype", "mode", "B", "R", "L", "H", "q", "src", "src_stride", "dst", "dst_stride",
-                         "op", "w", "v", "boxes", "threads", NULL};
+                         "lam", "mixup", "cutmix", "boxes", "threads", NULL};
     int dtype, mode, threads; long long B, R, L, H, q, ss, ds; PyObject *src, *dst;
-    const char *op, *w, *v, *bx; Py_ssize_t nop, nw, nv, nbx;
+    const char *lam, *mixup, *cutmix, *bx; Py_ssize_t nlam, nmix, ncut, nbx;
+    (void)self;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$iiLLLLLOLOLy#y#y#y#i", kw, &dtype, &mode, &B, &R, &L, &H, &q,
-                                     &src, &ss, &dst, &ds, &op, &nop, &w, &nw, &v, &nv, &bx, &nbx, &threads))
+                                     &src, &ss, &dst, &ds, &lam, &nlam, &mixup, &nmix, &cutmix, &ncut, &bx, &nbx, &threads))
         return NULL;
     if (!check(dtype >= F32 && dtype <= U8, "mix: unknown dtype") || !check(mode >= BATCH && mode <= HALF, "mix: unknown mode")
         || !check(B >= 0 && R >= 0 && L >= 0 && H >= 1 && q >= 1 && R % H == 0 && L % q == 0, "mix: bad layout")
         || !check(mode != PAIR && mode != HALF ? 1 : B % 2 == 0, "mix: 'pair' and 'half' need an even batch"))
         return NULL;
     const int64_t n = B == 0 ? 0 : mode == BATCH ? 1 : mode == ELEM ? B : B / 2;
-    if (!check(nop == n && nw == 8 * n && nv == 8 * n && nbx == 32 * n, "mix: op, w, v and boxes need one entry per draw"))
-        return NULL;
+    if (!check(nmix == n && ncut == n && nbx == 32 * n, "mix: lam, mixup, cutmix and boxes need one entry per draw")) return NULL;
     const int64_t *box = (const int64_t *)bx;
     for (int64_t d = 0; d < n; d++) {
         const int64_t *b = box + 4 * d;
-        if (!check(op[d] >= 0 && op[d] <= 2, "mix: op must be 0, 1 or 2")) return NULL;
-        if (op[d] == 2 && !check(0 <= b[0] && b[0] <= b[1] && b[1] <= H && 0 <= b[2] && b[2] <= b[3] && b[3] * q <= L,
-                                 "mix: a box is outside the image")) return NULL;
+        if (cutmix[d] && !check(0 <= b[0] && b[0] <= b[1] && b[1] <= H && 0 <= b[2] && b[2] <= b[3] && b[3] * q <= L,
+                                "mix: a box is outside the image")) return NULL;
     }
+    char *mem = malloc((size_t)(n * (1 + 2 * sizeof(double))) + 1);
+    if (!mem) return PyErr_NoMemory();
+    double *w = (double *)mem, *v = w + n; int8_t *op = (int8_t *)(v + n);
     job_t job = {.dtype = dtype, .mode = mode, .B = B, .R = R, .L = L, .H = H, .q = q, .src_stride = ss, .dst_stride = ds,
-                 .op = (const int8_t *)op, .w = (const double *)w, .v = (const double *)v, .box = box};
+                 .op = op, .w = w, .v = v, .box = box};
     char *s;
-    if (address(src, B, "src", &s, &job.src_at) || address(dst, B, "dst", &job.dst, &job.dst_at)) return NULL;
+    if (draws(n, lam, nlam, mixup, cutmix, op, w, v) || address(src, B, "src", &s, &job.src_at)
+        || address(dst, B, "dst", &job.dst, &job.dst_at)) { free(mem); return NULL; }
     job.src = s;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = mix_all(job, threads);
     Py_END_ALLOW_THREADS
+    free(mem);
     if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"mix", (PyCFunction)(void (*)(void))mix, METH_VARARGS | METH_KEYWORDS,
-     "mix(*, dtype, mode, B, R, L, H, q, src, src_stride, dst, dst_stride, op, w, v, boxes, threads): "
+     "mix(*, dtype, mode, B, R, L, H, q, src, src_stride, dst, dst_stride, lam, mixup, cutmix, boxes, threads): "
      "mix a batch in one pass (see mixcut_nb.fused)"},
     {NULL, NULL, 0, NULL}};
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", "The CPU loop of mixcut_nb.fused", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", "The CPU loop of mixcut_nb.fused", -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 #ifdef _OPENMP
 #define OPENMP 1

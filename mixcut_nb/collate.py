@@ -8,9 +8,8 @@ __all__ = ['FastCollateMixup']
 # %% ../nbs/02_collate.ipynb #e6dcf896
 import numpy as np, torch
 from torch.utils.data import default_collate
-from .core import _smooth_target, _mix_target
 from . import fused
-from .mixing import Mixup, _mix_, _kernel, _target_lam
+from .mixing import Mixup, _mix_, _kernel
 
 # %% ../nbs/02_collate.ipynb #3e9029a6
 class FastCollateMixup(Mixup):
@@ -49,8 +48,7 @@ class FastCollateMixup(Mixup):
         "Collate `batch`, mixing it, and return `(uint8 images, mixed soft targets)`"
         samples = self._samples(batch)
         B, n = len(samples), len(samples) // 2 if self.mode == 'half' else len(samples)
-        y1 = _smooth_target(default_collate([b[1] for b in batch]), self.num_classes, self.label_smoothing, self.multi_label)
-        if len(y1) != B: raise ValueError(f"the targets of `batch` have {len(y1)} rows for {B} samples")
+        y = self._targets(default_collate([b[1] for b in batch]), B)
         p = self.draw(B, (B, *samples[0].shape))
         x = self._collate_c(samples, p, n)
         if x is None:                          # stack copies of the samples and mix them in place
@@ -58,4 +56,4 @@ class FastCollateMixup(Mixup):
                 torch.stack([torch.as_tensor(s, device='cpu') for s in samples])
             x = _mix_(x, p)[:n].clone() if n < B else _mix_(x, p)
         self.last_params = p
-        return x, _mix_target(y1, _target_lam(p, torch.float32, 'cpu'))[:n]
+        return x, self._mixed_targets(y, p, torch.float32, torch.device('cpu'))[:n]

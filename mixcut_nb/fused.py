@@ -43,17 +43,16 @@ def _layout(x):
     else: return None
     return (R, L, q) if B == 1 or s0 >= R * L else None     # elements must not overlap
 
-# %% ../nbs/01b_fused.ipynb #ac4870d3
+# %% ../nbs/01b_fused.ipynb #a046b118
 def _run(p, dtype, R, L, H, q, src, src_stride, dst, dst_stride):
     "The loop over the batch of `p.batch_size` elements, doing what `p` says; `src`/`dst` are addresses"
     B = p.batch_size
     _fused.mix(dtype=C_DTYPES[dtype], mode=_MODES[p.mode], B=B, R=R, L=L, H=H, q=q,
                src=src, src_stride=src_stride, dst=dst, dst_stride=dst_stride,
-               op=(p.mixup + 2 * p.cutmix).astype(np.int8).tobytes(), w=p.lam.astype(np.float64).tobytes(),
-               v=(1 - p.lam).astype(np.float64).tobytes(), boxes=p.boxes.astype(np.int64).tobytes(),
+               lam=p.lam.tobytes(), mixup=p.mixup.tobytes(), cutmix=p.cutmix.tobytes(), boxes=p.boxes.astype(np.int64, copy=False).tobytes(),
                threads=min(torch.get_num_threads(), max(1, B * R * L // 32768)))   # torch's grain: 32768 values a thread
 
-# %% ../nbs/01b_fused.ipynb #23557454
+# %% ../nbs/01b_fused.ipynb #3761cbc4
 def mix_c_(x:torch.Tensor,   # batch (B, C, H, W)
            p,                # its `MixParams`, already checked against `x`
            forced:bool=False,# raise, instead of returning `False`, where the loop does not take `x`

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['KERNELS', 'MixParams', 'Mixup', 'mix_reference', 'use_kernel', 'mix_']
 
-# %% ../nbs/01_mixing.ipynb #35742c0c
+# %% ../nbs/01_mixing.ipynb #6406d344
 import os, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,7 +130,7 @@ def _params_per_elem(self:Mixup, batch_size):
         lam = np.where(r.rand(batch_size) < self.mix_prob, lam_mix.astype(np.float32), lam)
     return lam, use_cutmix
 
-# %% ../nbs/01_mixing.ipynb #63919d75
+# %% ../nbs/01_mixing.ipynb #d84ef02b
 @patch
 def _boxes(self:Mixup, lam, img_shape):
     "One CutMix box per entry of `lam`, drawn in the order of timm's per-element loop"
@@ -144,6 +144,29 @@ def _boxes(self:Mixup, lam, img_shape):
     return np.stack(_clip_box(cy, cx, cut_h, cut_w, img_h, img_w), 1)
 
 @patch
+def _box(self:Mixup, lam, img_shape):
+    "One CutMix box for a scalar `lam`, drawn as timm's `cutmix_bbox_and_lam` draws it (Python numbers: no array machinery)"
+    if self.cutmix_minmax is not None: return tuple(int(v) for v in rand_bbox_minmax(img_shape, self.cutmix_minmax, rng=self._stream()))
+    img_h, img_w = img_shape[-2:]
+    ratio = np.sqrt(1 - lam)
+    cut_h, cut_w = int(img_h * ratio), int(img_w * ratio)
+    r = self._stream()
+    cy, cx = int(r.randint(0, img_h)), int(r.randint(0, img_w))
+    def clip(v, hi): return min(max(v, 0), hi)
+    return clip(cy - cut_h // 2, img_h), clip(cy + (cut_h + 1) // 2, img_h), clip(cx - cut_w // 2, img_w), clip(cx + (cut_w + 1) // 2, img_w)
+
+@patch
+def _draw_batch(self:Mixup, batch_size, img_shape):
+    "The one draw of batch mode, as timm's `_mix_batch` makes it"
+    lam, use_cutmix = self._params_per_batch()
+    box = (0, 0, 0, 0)
+    if use_cutmix and (lam != 1. or self._box_at_lam_1):
+        box = yl, yh, xl, xh = self._box(lam, img_shape)
+        if self.correct_lam or self.cutmix_minmax is not None: lam = 1. - (yh - yl) * (xh - xl) / float(img_shape[-2] * img_shape[-1])
+    else: use_cutmix = False
+    return MixParams(np.array([lam]), np.array([lam != 1. and not use_cutmix]), np.array([use_cutmix]), np.array([box], np.int64), 'batch', batch_size)
+
+@patch
 def draw(self:Mixup,
          batch_size:int,  # number of images
          img_shape:tuple, # (..., H, W)
@@ -151,9 +174,9 @@ def draw(self:Mixup,
         )->MixParams:
     "Draw what a call of this `Mixup` does to a batch, without touching one"
     mode = self._drawn_as.get(mode or self.mode, mode or self.mode)
-    if mode == 'batch': lam, use_cutmix = (np.array([v]) for v in self._params_per_batch())
-    else: lam, use_cutmix = self._params_per_elem(batch_size if mode == 'elem' else batch_size // 2)
-    if not (mode == 'batch' and self._box_at_lam_1): use_cutmix = use_cutmix & (lam != 1.)
+    if mode == 'batch': return self._draw_batch(batch_size, img_shape)
+    lam, use_cutmix = self._params_per_elem(batch_size if mode == 'elem' else batch_size // 2)
+    use_cutmix = use_cutmix & (lam != 1.)
     boxes = np.zeros((len(lam), 4), np.int64)
     if use_cutmix.any():
         i = np.flatnonzero(use_cutmix)
@@ -180,12 +203,12 @@ def mix_reference(x:torch.Tensor, # batch (B, C, H, W), float or uint8
     inbox = per_elem(e.cutmix, torch.bool) & (yl <= h) & (h < yh) & (xl <= w) & (w < xh)              # (B,1,H,W)
     return torch.where(inbox, partner, out)
 
-# %% ../nbs/01_mixing.ipynb #0626786b
-def _check_batch(x, name='x', dtypes='float'):
+# %% ../nbs/01_mixing.ipynb #cde05316
+def _check_batch(x, name='x', dtypes='floating point'):
     "`x` if it is a non-empty batch of images (B, C, H, W) that can be written in place"
     if not isinstance(x, torch.Tensor): raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4: raise ValueError(f"`{name}` must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
-    if not (x.is_floating_point() or (dtypes == 'float or uint8' and x.dtype == torch.uint8)):
+    if not (x.is_floating_point() or (dtypes == 'floating point or uint8' and x.dtype == torch.uint8)):
         raise TypeError(f"`{name}` must be a {dtypes} tensor, got {x.dtype}")
     if len(x) == 0: raise ValueError(f"`{name}` is an empty batch")
     if x.device.type != 'meta' and torch._debug_has_internal_overlap(x) == 1:
@@ -200,9 +223,10 @@ def _check_params(p, x):
     if p.batch_size != B: raise ValueError(f"`p.batch_size` is {p.batch_size!r} but `x` has {B} images")
     if p.mode in ('pair', 'half') and B % 2: raise ValueError(f"`p.mode`={p.mode!r} needs an even batch size, got {B}")
     n = {'batch': 1, 'elem': B}.get(p.mode, B // 2)
-    for name, a, shape, kinds in [('lam', p.lam, (n,), 'f'), ('mixup', p.mixup, (n,), 'b'), ('cutmix', p.cutmix, (n,), 'b'),
-                                  ('boxes', p.boxes, (n, 4), 'iu')]:
-        if not isinstance(a, np.ndarray) or a.dtype.kind not in kinds: raise TypeError(f"`p.{name}` must be a numpy array of kind {kinds!r}, got {a!r}")
+    for name, a, shape, types in [('lam', p.lam, (n,), 'float32 or float64'), ('mixup', p.mixup, (n,), 'bool'),
+                                  ('cutmix', p.cutmix, (n,), 'bool'), ('boxes', p.boxes, (n, 4), 'integer')]:
+        if not isinstance(a, np.ndarray) or not (a.dtype.name in types or (types == 'integer' and a.dtype.kind in 'iu')):
+            raise TypeError(f"`p.{name}` must be a numpy array of {types}, got {a!r}")
         if a.shape != shape: raise ValueError(f"`p.{name}` must have shape {shape} for mode={p.mode!r} and a batch of {B}, got {a.shape}")
     if not ((p.lam >= 0) & (p.lam <= 1)).all(): raise ValueError(f"`p.lam` must be in [0, 1], got {p.lam}")
     if (p.mixup & p.cutmix).any(): raise ValueError("`p.mixup` and `p.cutmix` can't both be set for one draw")
@@ -242,21 +266,65 @@ def use_kernel(name:str):
         if old is None: del os.environ['MIXCUT_NB_KERNEL']
         else: os.environ['MIXCUT_NB_KERNEL'] = old
 
-# %% ../nbs/01_mixing.ipynb #6354083a
+# %% ../nbs/01_mixing.ipynb #d7c082f7
 def mix_(x:torch.Tensor, # batch (B, C, H, W), float or uint8: mixed in place
          p:MixParams,    # what to do to each element, checked against `x` first
         )->torch.Tensor:  # `x`
     "Apply `p` to `x` in place, with the fastest kernel that takes `x`; same bits as `mix_reference`"
-    _check_params(p, _check_batch(x, dtypes='float or uint8'))
+    _check_params(p, _check_batch(x, dtypes='floating point or uint8'))
     return _mix_(x, p)
 
-# %% ../nbs/01_mixing.ipynb #ce5c2b99
-def _target_lam(p, dtype, device):
-    "`lam` as timm hands it to `mixup_target`: a float per batch, else one per element as a (B, 1) tensor"
+# %% ../nbs/01_mixing.ipynb #8832d727
+def _elem_lam(p):
+    "`lam` as timm hands it to `mixup_target`: a float per batch, else one per element (numpy, in `lam`'s type)"
     if p.mode == 'batch': return float(p.lam[0])
     d = p.draw_index
-    lam = p.lam[d] if p.mode != 'half' else np.where(d >= 0, p.lam[d], 1.)
-    return torch.from_numpy(lam).to(device, dtype, non_blocking=True).unsqueeze(1)
+    return p.lam[d] if p.mode != 'half' else np.where(d >= 0, p.lam[d], 1.)
+
+def _target_lam(p, dtype, device):
+    "`lam` for `_mix_target`: a float per batch, else a (B, 1) tensor of the batch's dtype, as timm makes it"
+    lam = _elem_lam(p)
+    return lam if isinstance(lam, float) else torch.from_numpy(lam).to(device, dtype, non_blocking=True).unsqueeze(1)
+
+# %% ../nbs/01_mixing.ipynb #4e6934e1
+def _cpu_class_ids(target, num_classes):
+    "`target` as a numpy array of checked class ids if it is 1-d integer ids on the CPU; `None` for anything else"
+    if not (isinstance(target, torch.Tensor) and target.ndim == 1 and target.device.type == 'cpu'
+            and target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)): return None
+    ids = target.numpy()
+    if len(ids) and (ids.min() < 0 or ids.max() >= num_classes):
+        raise ValueError(f"`target` must hold class ids in [0, {num_classes}), got values from {ids.min()} to {ids.max()}")
+    return ids
+
+def _mixed_one_hot(ids, num_classes, smoothing, lam):
+    "timm's `mixup_target` of class ids `ids` (B,), `lam` a float or float32 per element: built in numpy, same bits"
+    off = smoothing / num_classes
+    on, off = np.float32(1. - smoothing + off), np.float32(off)            # as torch stores them in float32 rows
+    w, v = (np.float32(lam), np.float32(1. - lam)) if isinstance(lam, float) else (lam, 1 - lam)   # torch's weights
+    partner, rows = ids[::-1], np.arange(len(ids))
+    out = np.empty((len(ids), num_classes), np.float32)
+    out[:] = np.reshape(off * w + off * v, (-1, 1))                      # (B or 1, 1): neither class
+    out[rows, ids] = on * w + off * v                                    # its own class
+    out[rows, partner] = np.where(partner == ids, on * w + on * v, off * w + on * v)   # its partner's
+    return torch.from_numpy(out)
+
+# %% ../nbs/01_mixing.ipynb #ebbf6602
+@patch
+def _targets(self:Mixup, target, batch_size):
+    "`target` checked before anything changes: numpy class ids where numpy can mix them, else smoothed rows"
+    ids = None if self.multi_label else _cpu_class_ids(target, self.num_classes)
+    y = ids if ids is not None else _smooth_target(target, self.num_classes, self.label_smoothing, self.multi_label)
+    if len(y) != batch_size: raise ValueError(f"`target` has {len(y)} entries for a batch of {batch_size}")
+    return y
+
+@patch
+def _mixed_targets(self:Mixup, y, p, dtype, device):
+    "The call's soft targets, timm's `mixup_target`: in numpy where its arithmetic is float32, else as timm computes them"
+    if isinstance(y, np.ndarray):
+        if p.mode == 'batch' or (dtype == torch.float32 and device.type == 'cpu'):
+            return _mixed_one_hot(y, self.num_classes, self.label_smoothing, _elem_lam(p))
+        y = _smooth_target(torch.from_numpy(y), self.num_classes, self.label_smoothing)
+    return _mix_target(y, _target_lam(p, dtype, device))
 
 @patch
 def __call__(self:Mixup,
@@ -266,9 +334,8 @@ def __call__(self:Mixup,
     "Mix `x` in place and return it with its mixed, smoothed targets"
     B = len(_check_batch(x))
     if self.mode == 'pair' and B % 2: raise ValueError(f"mode='pair' needs an even batch size, got {B}")
-    y1 = _smooth_target(target, self.num_classes, self.label_smoothing, self.multi_label)
-    if len(y1) != B: raise ValueError(f"`target` has {len(y1)} entries for a batch of {B}")
+    y = self._targets(target, B)
     p = self.draw(B, x.shape)
     _mix_(x, p)
     self.last_params = p
-    return x, _mix_target(y1, _target_lam(p, x.dtype, x.device))
+    return x, self._mixed_targets(y, p, x.dtype, x.device)
