@@ -251,10 +251,56 @@ static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
     Py_RETURN_NONE;
 }
 
+/* Targets: timm's mixup_target of class ids, one pass over float32 rows. Row i holds off*w + off*v everywhere,
+   on*w + off*v at its class c, off*w + on*v at its partner's class (on*w + on*v when both are c): the values
+   y1*lam + y2*(1-lam) takes, each product and the sum rounded to float32 as torch does. */
+static PyObject *one_hot(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"out", "ids", "B", "num_classes", "on", "off", "lam", NULL};
+    PyObject *out_o, *ids_o, *lam_o; long long B, n; double on_d, off_d;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOLLddO", kw, &out_o, &ids_o, &B, &n, &on_d, &off_d, &lam_o)) return NULL;
+    float *out = (float *)PyLong_AsVoidPtr(out_o); const int64_t *ids = (const int64_t *)PyLong_AsVoidPtr(ids_o);
+    if (PyErr_Occurred()) return NULL;
+    const float on = (float)on_d, off = (float)off_d;
+    double lam1 = 0; const char *lams = NULL;
+    if (PyFloat_Check(lam_o)) lam1 = PyFloat_AsDouble(lam_o);
+    else if (PyBytes_Check(lam_o) && PyBytes_Size(lam_o) == 4 * B) lams = PyBytes_AsString(lam_o);
+    else { PyErr_SetString(PyExc_ValueError, "one_hot: lam must be a float or bytes of one float32 per row"); return NULL; }
+    for (int64_t i = 0; i < B; i++)
+        if (!check(ids[i] >= 0 && ids[i] < n, "one_hot: a class id is out of range")) return NULL;
+    for (int64_t i = 0; i < B; i++) {
+        float w, v;
+        if (lams) { memcpy(&w, lams + 4 * i, 4); v = 1.0f - w; }
+        else { w = (float)lam1; v = (float)(1.0 - lam1); }     /* a Python float: 1-lam in double, as Python does */
+        const int64_t c = ids[i], pc = ids[B - 1 - i];
+        float *row = out + i * n;
+        const float both_off = off * w + off * v;
+        for (int64_t k = 0; k < n; k++) row[k] = both_off;
+        row[c] = on * w + off * v;
+        row[pc] = pc == c ? on * w + on * v : off * w + on * v;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The smallest and largest of B int64 class ids */
+static PyObject *id_range(PyObject *self, PyObject *args) {
+    PyObject *ids_o; long long B;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OL", &ids_o, &B)) return NULL;
+    const int64_t *ids = (const int64_t *)PyLong_AsVoidPtr(ids_o);
+    if (PyErr_Occurred()) return NULL;
+    int64_t lo = B ? ids[0] : 0, hi = lo;
+    for (int64_t i = 1; i < B; i++) { if (ids[i] < lo) lo = ids[i]; if (ids[i] > hi) hi = ids[i]; }
+    return Py_BuildValue("(LL)", (long long)lo, (long long)hi);
+}
+
 static PyMethodDef methods[] = {
     {"mix", (PyCFunction)(void (*)(void))mix, METH_VARARGS | METH_KEYWORDS,
      "mix(*, dtype, mode, B, R, L, H, q, src, src_stride, dst, dst_stride, lam, mixup, cutmix, boxes, threads): "
      "mix a batch in one pass (see mixcut_nb.fused)"},
+    {"one_hot", (PyCFunction)(void (*)(void))one_hot, METH_VARARGS | METH_KEYWORDS,
+     "one_hot(*, out, ids, B, num_classes, on, off, lam): timm's mixup_target of class ids into float32 rows at `out`"},
+    {"id_range", id_range, METH_VARARGS, "id_range(ids, B): (smallest, largest) of B int64 class ids at address `ids`"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", "The CPU loop of mixcut_nb.fused", -1, methods,

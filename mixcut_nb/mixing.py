@@ -286,32 +286,20 @@ def _target_lam(p, dtype, device):
     lam = _elem_lam(p)
     return lam if isinstance(lam, float) else torch.from_numpy(lam).to(device, dtype, non_blocking=True).unsqueeze(1)
 
-# %% ../nbs/01_mixing.ipynb #4e6934e1
+# %% ../nbs/01_mixing.ipynb #7e049044
 def _cpu_class_ids(target, num_classes):
-    "`target` as a numpy array of checked class ids if it is 1-d integer ids on the CPU; `None` for anything else"
-    if not (isinstance(target, torch.Tensor) and target.ndim == 1 and target.device.type == 'cpu'
+    "`target` as checked int64 class ids if the C loop can mix them (1-d integer ids on the CPU); `None` otherwise"
+    if not (fused.available() and isinstance(target, torch.Tensor) and target.ndim == 1 and target.device.type == 'cpu'
             and target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)): return None
-    ids = target.numpy()
-    if len(ids) and (ids.min() < 0 or ids.max() >= num_classes):
-        raise ValueError(f"`target` must hold class ids in [0, {num_classes}), got values from {ids.min()} to {ids.max()}")
+    ids = target.to(torch.int64).contiguous()
+    lo, hi = fused.id_range(ids)
+    if lo < 0 or hi >= num_classes: raise ValueError(f"`target` must hold class ids in [0, {num_classes}), got values from {lo} to {hi}")
     return ids
 
-def _mixed_one_hot(ids, num_classes, smoothing, lam):
-    "timm's `mixup_target` of class ids `ids` (B,), `lam` a float or float32 per element: built in numpy, same bits"
-    off = smoothing / num_classes
-    on, off = np.float32(1. - smoothing + off), np.float32(off)            # as torch stores them in float32 rows
-    w, v = (np.float32(lam), np.float32(1. - lam)) if isinstance(lam, float) else (lam, 1 - lam)   # torch's weights
-    partner, rows = ids[::-1], np.arange(len(ids))
-    out = np.empty((len(ids), num_classes), np.float32)
-    out[:] = np.reshape(off * w + off * v, (-1, 1))                      # (B or 1, 1): neither class
-    out[rows, ids] = on * w + off * v                                    # its own class
-    out[rows, partner] = np.where(partner == ids, on * w + on * v, off * w + on * v)   # its partner's
-    return torch.from_numpy(out)
-
-# %% ../nbs/01_mixing.ipynb #ebbf6602
+# %% ../nbs/01_mixing.ipynb #77a6baef
 @patch
 def _targets(self:Mixup, target, batch_size):
-    "`target` checked before anything changes: numpy class ids where numpy can mix them, else smoothed rows"
+    "`target` checked before anything changes: class ids where the C loop can mix them, else smoothed rows"
     ids = None if self.multi_label else _cpu_class_ids(target, self.num_classes)
     y = ids if ids is not None else _smooth_target(target, self.num_classes, self.label_smoothing, self.multi_label)
     if len(y) != batch_size: raise ValueError(f"`target` has {len(y)} entries for a batch of {batch_size}")
@@ -319,11 +307,11 @@ def _targets(self:Mixup, target, batch_size):
 
 @patch
 def _mixed_targets(self:Mixup, y, p, dtype, device):
-    "The call's soft targets, timm's `mixup_target`: in numpy where its arithmetic is float32, else as timm computes them"
-    if isinstance(y, np.ndarray):
+    "The call's soft targets, timm's `mixup_target`: by the C loop where its arithmetic is float32, else as timm computes them"
+    if y.ndim == 1:                                    # class ids `_targets` checked for the C loop
         if p.mode == 'batch' or (dtype == torch.float32 and device.type == 'cpu'):
-            return _mixed_one_hot(y, self.num_classes, self.label_smoothing, _elem_lam(p))
-        y = _smooth_target(torch.from_numpy(y), self.num_classes, self.label_smoothing)
+            return fused.mixed_one_hot(y, self.num_classes, self.label_smoothing, _elem_lam(p))
+        y = _smooth_target(y, self.num_classes, self.label_smoothing)
     return _mix_target(y, _target_lam(p, dtype, device))
 
 @patch
