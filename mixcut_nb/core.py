@@ -122,10 +122,10 @@ def _img_hw(img_shape):
 
 def _clip_box(cy, cx, cut_h, cut_w, img_h, img_w):
     "Box of `cut_h x cut_w` centred on `(cy, cx)`, clipped to the image; works on scalars and arrays"
-    yl = np.clip(cy - cut_h // 2, 0, img_h)
-    yh = np.clip(cy + (cut_h + 1) // 2, 0, img_h)
-    xl = np.clip(cx - cut_w // 2, 0, img_w)
-    xh = np.clip(cx + (cut_w + 1) // 2, 0, img_w)
+    yl = np.minimum(np.maximum(cy - cut_h // 2, 0), img_h)
+    yh = np.minimum(np.maximum(cy + (cut_h + 1) // 2, 0), img_h)
+    xl = np.minimum(np.maximum(cx - cut_w // 2, 0), img_w)
+    xh = np.minimum(np.maximum(cx + (cut_w + 1) // 2, 0), img_w)
     return yl, yh, xl, xh
 
 # %% ../nbs/00_core.ipynb #b408ae25
