@@ -38,8 +38,8 @@ def test_show_mix_matches_the_mixed_batch(mode, half, H, W, smoothing, minmax, s
     fig, (ax0, ax1) = viz.show_mix(x, y, xm, ym, None, mf.last_params)
     p = mf.last_params.per_element()
     try:
-        assert viz.read_labels(ax0) == [(None, {str(int(c)): 1.}) for c in y]
-        for i, (op, shown) in enumerate(viz.read_labels(ax1)):
+        assert viz._read_labels(ax0) == [(None, {str(int(c)): 1.}) for c in y]
+        for i, (op, shown) in enumerate(viz._read_labels(ax1)):
             assert op == ('cutmix' if p.cutmix[i] else 'mixup' if p.mixup[i] else 'unmixed')
             for c, w in shown.items(): assert abs(w - ym[i, int(c)].item()) <= 0.005 + 1e-6
         img = np.asarray(ax1.images[0].get_array())
