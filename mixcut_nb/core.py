@@ -12,12 +12,13 @@ import numpy as np, torch
 
 # %% ../nbs/00_core.ipynb #e75b8670
 def _check_real(name, v, lo=0., hi=None):
-    "`v` if it is a finite real number in `[lo, hi]`, else an error naming `name`"
+    "`v` if it is a finite real number in `[lo, hi]` (a `None` bound: none), else an error naming `name`"
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"`{name}` must be a real number, got {type(v).__name__} {v!r}")
     if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-        bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"`{name}` must be a finite number {bounds}, got {v!r}")
+        bounds = (f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None
+                  else f" <= {hi}" if hi is not None else '')
+        raise ValueError(f"`{name}` must be a finite number{bounds}, got {v!r}")
     return v
 
 def _check_int(name, v, lo=1):
@@ -27,13 +28,37 @@ def _check_int(name, v, lo=1):
     if v < lo: raise ValueError(f"`{name}` must be >= {lo}, got {v!r}")
     return v
 
+def _check_count(count):
+    "`count` if it is `None` or an integer >= 0 (a number of boxes), else an error naming it"
+    return count if count is None else _check_int('count', count, 0)
+
 def _check_minmax(name, minmax):
     "`minmax` if it is two increasing ratios in [0, 1], else an error naming `name`"
     msg = f"`{name}` must be two ratios (min, max) with 0 <= min < max <= 1, got {minmax!r}"
     if isinstance(minmax, (str, bytes)) or not hasattr(minmax, '__len__') or len(minmax) != 2: raise ValueError(msg)
-    lo, hi = (_check_real(name, v, 0., 1.) for v in minmax)
-    if not lo < hi: raise ValueError(msg)
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) for v in minmax): raise TypeError(msg)
+    lo, hi = minmax
+    if not (0 <= lo < hi <= 1): raise ValueError(msg)   # NaN fails too
     return minmax
+
+def _check_batch(x, name='x', floating=False):
+    "`x` if it is a (B, C, H, W) tensor (of floats if `floating`), else an error naming `name`"
+    if not isinstance(x, torch.Tensor): raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4: raise ValueError(f"`{name}` must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
+    if floating and not x.is_floating_point(): raise TypeError(f"`{name}` must be a floating point tensor, got {x.dtype}")
+    return x
+
+def _check_bbox(bbox, img_shape):
+    "`bbox` if it is four integers `(yl, yh, xl, xh)` of a box inside `img_shape`'s (H, W), else an error naming it"
+    H, W = img_shape[-2:]
+    msg = f"`bbox` must be four integers (yl, yh, xl, xh) with 0 <= yl <= yh <= {H} and 0 <= xl <= xh <= {W}, got {bbox!r}"
+    if isinstance(bbox, torch.Tensor): bbox = bbox.tolist()
+    if isinstance(bbox, (str, bytes)) or not hasattr(bbox, '__len__'): raise TypeError(msg)
+    if len(bbox) != 4: raise ValueError(msg)
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) for v in bbox): raise TypeError(msg)
+    yl, yh, xl, xh = bbox
+    if not (0 <= yl <= yh <= H and 0 <= xl <= xh <= W): raise ValueError(msg)
+    return bbox
 
 def _class_ids(x, num_classes, name='target'):
     "`x` if it holds whole class ids in `[0, num_classes)`, else an error naming `name`"
@@ -52,11 +77,11 @@ def _cache_dir():
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'mixcut_nb'
 
 # %% ../nbs/00_core.ipynb #178acd61
-def mixup(x:torch.Tensor, # batch (B, C, H, W)
+def mixup(x:torch.Tensor, # batch (B, C, H, W), floating point
           lam:float,      # weight each image keeps of itself, in [0, 1]
          )->torch.Tensor:  # `x*lam + x.flip(0)*(1-lam)`, a new tensor
     "Blend each image of `x` with its partner in `x.flip(0)`"
-    _check_real('lam', lam, 0., 1.)
+    _check_batch(x, floating=True); _check_real('lam', lam, 0., 1.)
     return x * lam + x.flip(0) * (1. - lam)
 
 # %% ../nbs/00_core.ipynb #43cfcf02
@@ -66,29 +91,45 @@ def one_hot(x:torch.Tensor, # class ids, any shape
             off_value:float=0., # value everywhere else
            )->torch.Tensor:     # (x.numel(), num_classes) float32
     "Rows of `off_value` with `on_value` at each class id of `x` (timm's `one_hot`)"
-    x = _class_ids(x, num_classes, 'x').long().view(-1, 1)
+    _check_int('num_classes', num_classes)
+    _check_real('on_value', on_value, None); _check_real('off_value', off_value, None)
+    return _one_hot(_class_ids(x, num_classes, 'x'), num_classes, on_value, off_value)
+
+def _one_hot(x, num_classes, on_value, off_value):
+    "`one_hot` of class ids `x` that were already checked"
+    x = x.long().reshape(-1, 1)
     return torch.full((x.size()[0], num_classes), off_value, device=x.device).scatter_(1, x, on_value)
 
 # %% ../nbs/00_core.ipynb #b4ccef35
 def _smooth_target(target, num_classes, smoothing=0., multi_label=False):
-    "Unmixed target rows (B, num_classes), smoothed"
+    "Unmixed target rows (B, num_classes), smoothed; errors name `target`"
     _check_int('num_classes', num_classes); _check_real('smoothing', smoothing, 0., 1.)
     if not isinstance(target, torch.Tensor): raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}")
-    if target.ndim == 2 and target.shape[1] != num_classes:
-        raise ValueError(f"`target` rows must have num_classes={num_classes} columns, got shape {tuple(target.shape)}")
-    if multi_label:   # timm: dense multi-hot rows, smoothed towards 0.5
-        if target.ndim != 2: raise ValueError('Multi-label mixup expects dense targets shaped (batch, num_classes).')
-        return target.float() * (1. - smoothing) + 0.5 * smoothing
+    if target.ndim == 2:
+        if target.shape[1] != num_classes:
+            raise ValueError(f"`target` rows must have num_classes={num_classes} columns, got shape {tuple(target.shape)}")
+        if target.is_complex(): raise TypeError(f"`target` rows must be real, got dtype {target.dtype}")
+    elif multi_label: raise ValueError('Multi-label mixup expects dense targets shaped (batch, num_classes).')   # timm's words
+    elif target.ndim != 1: raise ValueError(f"`target` must be class ids (B,) or rows (B, num_classes), got shape {tuple(target.shape)}")
+    if multi_label: return target.float() * (1. - smoothing) + 0.5 * smoothing   # timm: multi-hot rows, smoothed towards 0.5
     off_value = smoothing / num_classes
     on_value = 1. - smoothing + off_value
-    if target.ndim == 1: return one_hot(target, num_classes, on_value=on_value, off_value=off_value)
-    if target.ndim != 2: raise ValueError(f"`target` must be class ids (B,) or rows (B, num_classes), got shape {tuple(target.shape)}")
+    if target.ndim == 1: return _one_hot(_class_ids(target, num_classes, 'target'), num_classes, on_value, off_value)
     t = target.float()
     return t * on_value + (1. - t) * off_value   # exactly `one_hot`'s values on one-hot rows
 
 def _mix_target(y1, lam):
     "Blend target rows `y1` with their mirror `y1.flip(0)` by `lam` (a float or a (B,1) tensor)"
     return y1 * lam + y1.flip(0) * (1. - lam)
+
+def _check_lam(lam, rows):
+    "`lam` if it is a weight in [0, 1] or a floating point tensor of them shaped (`rows`, 1), else an error naming it"
+    if not isinstance(lam, torch.Tensor): return _check_real('lam', lam, 0., 1.)
+    if not lam.is_floating_point(): raise TypeError(f"`lam` must be a float or a floating point tensor, got dtype {lam.dtype}")
+    if tuple(lam.shape) not in ((), (1,), (1, 1), (rows, 1)):
+        raise ValueError(f"`lam` must be a float or a tensor shaped ({rows}, 1), got shape {tuple(lam.shape)}")
+    if not bool(((lam >= 0) & (lam <= 1)).all()): raise ValueError("`lam` must hold weights in [0, 1], got values outside it or NaN")
+    return lam
 
 # %% ../nbs/00_core.ipynb #38798471
 def mixup_target(target:torch.Tensor, # class ids (B,) or rows (B, num_classes)
@@ -98,7 +139,8 @@ def mixup_target(target:torch.Tensor, # class ids (B,) or rows (B, num_classes)
                  multi_label:bool=False, # rows are multi-hot: smooth each label towards 0.5
                 )->torch.Tensor:      # mixed soft targets (B, num_classes)
     "Smoothed one-hot (or soft) targets mixed with the flipped batch's by `lam` (timm's `mixup_target`)"
-    return _mix_target(_smooth_target(target, num_classes, smoothing, multi_label), lam)
+    y1 = _smooth_target(target, num_classes, smoothing, multi_label)
+    return _mix_target(y1, _check_lam(lam, len(y1)))
 
 # %% ../nbs/00_core.ipynb #c91f4e29
 class _GeneratorDraws:
@@ -115,10 +157,16 @@ def _draws(rng=None):
     if isinstance(rng, np.random.Generator): return _GeneratorDraws(rng)
     raise TypeError(f"`rng` must be None, a numpy.random.Generator or a numpy.random.RandomState, got {type(rng).__name__}")
 
-def _img_hw(img_shape):
-    "The trailing (H, W) of `img_shape`, checked"
-    if len(img_shape) < 2: raise ValueError(f"`img_shape` must end with (H, W), got {tuple(img_shape)!r}")
-    return tuple(_check_int('img_shape', s) for s in img_shape[-2:])
+def _img_hw(img_shape, name='img_shape'):
+    "The trailing (H, W) of `img_shape` (a tuple, list, `torch.Size` or 1-d array), checked; their types are kept"
+    if not isinstance(img_shape, (tuple, list, np.ndarray)) or np.ndim(img_shape) != 1:
+        raise TypeError(f"`{name}` must be a tuple (..., H, W), got {type(img_shape).__name__} {img_shape!r}")
+    if len(img_shape) < 2: raise ValueError(f"`{name}` must end with (H, W), got {tuple(img_shape)!r}")
+    hw = tuple(img_shape[-2:])
+    if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) for s in hw):
+        raise TypeError(f"`{name}` must end with integer sizes (H, W), got {tuple(img_shape)!r}")
+    if min(hw) < 1: raise ValueError(f"`{name}` must end with sizes (H, W) >= 1, got {tuple(img_shape)!r}")
+    return hw
 
 def _clip_box(cy, cx, cut_h, cut_w, img_h, img_w):
     "Box of `cut_h x cut_w` centred on `(cy, cx)`, clipped to the image; works on scalars and arrays"
@@ -137,7 +185,7 @@ def rand_bbox(img_shape:tuple, # (..., H, W)
              )->tuple:          # `(yl, yh, xl, xh)`, half-open, clipped to the image
     "Random square-ratio CutMix box (timm's `rand_bbox`)"
     img_h, img_w = _img_hw(img_shape)
-    _check_real('lam', lam, 0., 1.); _check_real('margin', margin, 0., 1.)
+    _check_real('lam', lam, 0., 1.); _check_real('margin', margin, 0., 1.); _check_count(count)
     ratio = np.sqrt(1 - lam)
     cut_h, cut_w = int(img_h * ratio), int(img_w * ratio)
     margin_y, margin_x = int(margin * cut_h), int(margin * cut_w)
@@ -155,11 +203,15 @@ def rand_bbox_minmax(img_shape:tuple, # (..., H, W)
                      rng=None,        # `numpy.random.Generator` or `RandomState`; `None`: the global `np.random`
                     )->tuple:          # `(yl, yh, xl, xh)`, half-open, inside the image
     "Random CutMix box with sides a ratio in `minmax` of the image's (timm's `rand_bbox_minmax`)"
+    return _bbox_minmax(img_shape, minmax, count, rng, 'minmax')
+
+def _bbox_minmax(img_shape, minmax, count, rng, name):
+    "`rand_bbox_minmax`, its errors naming `minmax` as `name` (the caller's argument)"
     img_h, img_w = _img_hw(img_shape)
-    _check_minmax('minmax', minmax)
+    _check_minmax(name, minmax); _check_count(count)
     lo_h, hi_h, lo_w, hi_w = int(img_h * minmax[0]), int(img_h * minmax[1]), int(img_w * minmax[0]), int(img_w * minmax[1])
     if lo_h >= hi_h or lo_w >= hi_w:
-        raise ValueError(f"`minmax`={tuple(minmax)} leaves no box size to draw from in a {img_h}x{img_w} image")
+        raise ValueError(f"`{name}`={tuple(minmax)} leaves no box size to draw from in a {img_h}x{img_w} image")
     r = _draws(rng)
     cut_h = r.randint(lo_h, hi_h, size=count)
     cut_w = r.randint(lo_w, hi_w, size=count)
@@ -181,7 +233,8 @@ def cutmix_bbox_and_lam(img_shape:tuple,    # (..., H, W)
                         rng=None,           # `numpy.random.Generator` or `RandomState`; `None`: the global `np.random`
                        )->tuple:             # `((yl, yh, xl, xh), lam)`
     "A CutMix box and the `lam` it leaves (timm's `cutmix_bbox_and_lam`)"
-    if ratio_minmax is not None: bbox = rand_bbox_minmax(img_shape, ratio_minmax, count=count, rng=rng)
+    _check_real('lam', lam, 0., 1.)
+    if ratio_minmax is not None: bbox = _bbox_minmax(img_shape, ratio_minmax, count, rng, 'ratio_minmax')
     else: bbox = rand_bbox(img_shape, lam, count=count, rng=rng)
     if correct_lam or ratio_minmax is not None: lam = _box_lam(bbox, img_shape)
     return bbox, lam
@@ -191,7 +244,7 @@ def cutmix(x:torch.Tensor, # batch (B, C, H, W)
            bbox:tuple,     # `(yl, yh, xl, xh)`
           )->torch.Tensor:  # a copy of `x` with each image's box taken from `x.flip(0)`
     "Paste the box `bbox` of each image's partner in `x.flip(0)` into a copy of `x`"
-    yl, yh, xl, xh = bbox
+    yl, yh, xl, xh = _check_bbox(bbox, _check_batch(x).shape)
     out = x.clone()
     out[..., yl:yh, xl:xh] = x[..., yl:yh, xl:xh].flip(0)    # flip only the box, not the batch
     return out

@@ -120,3 +120,73 @@ def test_collate_pair_and_half_need_an_even_batch(mode):
 ])
 def test_bad_function_arguments(call, error, match):
     with pytest.raises(error, match=match): call()
+
+# The caller's argument is the one named: `target` (not a helper's `x`), `ratio_minmax` (not `minmax`), and no raw
+# numpy/torch error escapes a public function.
+@pytest.mark.parametrize('target, error', [
+    (torch.tensor([0, 1, 2, 10]), ValueError), (torch.tensor([0, 1, 2, -1]), ValueError),
+    (torch.tensor([True, False, True, False]), TypeError), (torch.tensor([0, 1, 2, 3], dtype=torch.complex64), TypeError),
+    (torch.tensor([0., 1.5, 2., 3.]), ValueError), (torch.tensor([0., float('nan'), 2., 3.]), ValueError),
+    (torch.zeros(4, 10, dtype=torch.complex64), TypeError),
+])
+@pytest.mark.parametrize('make', ['mixup', 'collate'])
+def test_bad_targets_are_named_target(target, error, make):
+    if make == 'mixup':
+        x = torch.rand(4, 3, 8, 8); before = x.clone()
+        with pytest.raises(error, match='^`target`'): mc.Mixup(num_classes=10)(x, target)
+        assert torch.equal(x, before)
+    else:
+        batch = [(np.zeros((3, 8, 8), np.uint8), t) for t in target]
+        with pytest.raises(error, match='`target`'): mc.FastCollateMixup(num_classes=10)(batch)
+
+@pytest.mark.parametrize('call, error, match', [
+    (lambda: mc.one_hot(torch.tensor([0]), 0), ValueError, '`num_classes` must be >= 1'),
+    (lambda: mc.one_hot(torch.tensor([0]), 3, on_value='a'), TypeError, '`on_value`'),
+    (lambda: mc.one_hot(torch.tensor([0]), 3, off_value=float('nan')), ValueError, '`off_value`'),
+    (lambda: mc.one_hot(torch.tensor([0, 5]), 3), ValueError, r'^`x` must hold class ids in \[0, 3\)'),
+    (lambda: mc.mixup_target(torch.tensor([0, 5]), 3), ValueError, r'^`target` must hold class ids in \[0, 3\)'),
+    (lambda: mc.mixup_target(torch.tensor([0, 1]), 3, lam='a'), TypeError, '`lam`'),
+    (lambda: mc.mixup_target(torch.tensor([0, 1]), 3, lam=1.5), ValueError, '`lam`'),
+    (lambda: mc.mixup_target(torch.tensor([0, 1]), 3, lam=torch.tensor([[0.5], [2.]])), ValueError, '`lam`'),
+    (lambda: mc.mixup_target(torch.tensor([0, 1]), 3, lam=torch.rand(2, 3)), ValueError, '`lam`'),
+    (lambda: mc.mixup_target(torch.tensor([0, 1]), 3, lam=torch.ones(2, 1, dtype=torch.long)), TypeError, '`lam`'),
+    (lambda: mc.rand_bbox((8, 8), 0.5, count=-1), ValueError, '`count`'),
+    (lambda: mc.rand_bbox((8, 8), 0.5, count='3'), TypeError, '`count`'),
+    (lambda: mc.rand_bbox((8, 8), 0.5, count=2.), TypeError, '`count`'),
+    (lambda: mc.rand_bbox_minmax((8, 8), (0.2, 0.8), count=-1), ValueError, '`count`'),
+    (lambda: mc.rand_bbox(None, 0.5), TypeError, '`img_shape`'),
+    (lambda: mc.rand_bbox(8, 0.5), TypeError, '`img_shape`'),
+    (lambda: mc.rand_bbox('88', 0.5), TypeError, '`img_shape`'),
+    (lambda: mc.rand_bbox((8., 8.), 0.5), TypeError, '`img_shape`'),
+    (lambda: mc.rand_bbox_minmax(None, (0.2, 0.8)), TypeError, '`img_shape`'),
+    (lambda: mc.cutmix_bbox_and_lam((8, 8), 0.5, ratio_minmax=(1, 2)), ValueError, '`ratio_minmax`'),
+    (lambda: mc.cutmix_bbox_and_lam((8, 8), 0.5, ratio_minmax=(0.8, 0.2)), ValueError, '`ratio_minmax`'),
+    (lambda: mc.cutmix_bbox_and_lam((8, 8), 0.5, ratio_minmax=('a', 0.2)), TypeError, '`ratio_minmax`'),
+    (lambda: mc.cutmix_bbox_and_lam((3, 3), 0.5, ratio_minmax=(0.2, 0.3)), ValueError, '`ratio_minmax`'),
+    (lambda: mc.cutmix_bbox_and_lam((8, 8), 'a'), TypeError, '`lam`'),
+    (lambda: mc.cutmix_bbox_and_lam(None, 0.5), TypeError, '`img_shape`'),
+    (lambda: mc.cutmix_bbox_and_lam((8, 8), 0.5, count=-2), ValueError, '`count`'),
+    (lambda: mc.cutmix(x0, (1, 2)), ValueError, '`bbox`'),
+    (lambda: mc.cutmix(x0, None), TypeError, '`bbox`'),
+    (lambda: mc.cutmix(x0, (0, 9, 0, 8)), ValueError, '`bbox`'),
+    (lambda: mc.cutmix(x0, (4, 2, 0, 8)), ValueError, '`bbox`'),
+    (lambda: mc.cutmix(x0, (0.5, 2, 0, 8)), TypeError, '`bbox`'),
+    (lambda: mc.cutmix(x0[0], (0, 2, 0, 2)), ValueError, '`x`'),
+    (lambda: mc.cutmix([1, 2], (0, 2, 0, 2)), TypeError, '`x`'),
+    (lambda: mc.mixup(x0, 'a'), TypeError, '`lam`'),
+    (lambda: mc.mixup(x0.int(), 0.5), TypeError, '`x`'),
+    (lambda: mc.mixup(x0.numpy(), 0.5), TypeError, '`x`'),
+])
+def test_public_functions_name_the_callers_argument(call, error, match):
+    before = x0.clone()
+    with pytest.raises(error, match=match): call()
+    assert torch.equal(x0, before)
+
+def test_valid_calls_still_work():
+    "The new checks accept what timm accepts: numpy sizes and boxes, torch.Size, strided ids"
+    assert mc.cutmix(x0, np.array([1, 3, 2, 5])).shape == x0.shape
+    assert torch.equal(mc.cutmix(x0, (0, 0, 0, 0)), x0)
+    assert len(mc.rand_bbox(x0.shape, 0.5, count=0)[0]) == 0
+    mc.rand_bbox(np.array([3, 8, 8]), 0.5); mc.rand_bbox([8, 8], np.float32(0.5))
+    assert torch.equal(mc.one_hot(torch.arange(6)[::2], 6), torch.eye(6)[::2])
+    assert torch.equal(mc.mixup_target(torch.tensor([0, 1]), 3, torch.tensor(0.3)), mc.mixup_target(torch.tensor([0, 1]), 3, 0.3))
