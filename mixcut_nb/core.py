@@ -64,9 +64,13 @@ def _class_ids(x, num_classes, name='target'):
     "`x` if it holds whole class ids in `[0, num_classes)`, else an error naming `name`"
     if not isinstance(x, torch.Tensor): raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype == torch.bool or x.is_complex(): raise TypeError(f"`{name}` must hold integer class ids, got dtype {x.dtype}")
+    if x.device.type != 'cpu':    # no read back, which would wait for the device: the device checks, and stops on a bad id
+        ok = (x >= 0) & (x < num_classes) & (x == x.trunc() if x.is_floating_point() else True)
+        torch._assert_async(ok.all(), f"`{name}` must hold whole class ids in [0, {num_classes})")
+        return x
     if x.is_floating_point() and not torch.equal(x, x.trunc()): raise ValueError(f"`{name}` must hold whole class ids, got fractional or NaN values")
     if x.numel():
-        lo, hi = torch.stack(torch.aminmax(x)).tolist()     # one read back from the device
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()
         if lo < 0 or hi >= num_classes: raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got values from {lo} to {hi}")
     return x
 

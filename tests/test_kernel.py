@@ -292,3 +292,13 @@ def test_the_loop_without_openmp_runs_its_own_threads(tmp_path):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, '-c', PTHREADS, str(so)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr[-2000:]
+
+@pytest.mark.parametrize('mode', ['batch', 'pair', 'elem', 'half'])
+@pytest.mark.parametrize('soft', [False, True])
+def test_a_call_reads_no_values_back_from_the_device(mode, soft):
+    "A proxy for 'no host-device synchronisation': on the meta device there are no values to read, so any read back fails"
+    x, y = torch.randn(6, 3, 8, 8, device='meta'), torch.randint(0, 10, (6,)).to('meta')
+    if soft: y = torch.nn.functional.one_hot(torch.arange(6), 10).float().to('meta')
+    for kw in [dict(mixup_alpha=1.), dict(mixup_alpha=0., cutmix_alpha=1.), dict(mixup_alpha=1., cutmix_alpha=1., prob=.5)]:
+        xo, t = Mixup(num_classes=10, mode=mode, **kw)(x, y)
+        assert xo is x and t.device.type == 'meta' and t.shape == (6, 10)
