@@ -35,7 +35,7 @@ setup_cfg['package_data'] = package_data
 
 class BuildFused(build_ext):
     "The C loop: with OpenMP where the compiler has it, else without; with no working compiler, installs without it"
-    flags = ['-O3', '-ffp-contract=off', '-fno-fast-math', '-pthread']
+    flags = ['-O3', '-ffp-contract=off', '-fno-fast-math', '-fno-math-errno', '-pthread']
     def build_extension(self, ext):
         err = None
         for openmp in (['-fopenmp'], []):
