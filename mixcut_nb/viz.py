@@ -43,7 +43,7 @@ def imshow(inp:torch.Tensor,               # image (C, H, W), C = 1 or 3, normal
            std=IMAGENET_DEFAULT_STD,       # per-channel standard deviation
            figsize=(4, 3),                 # size of a new figure, inches
           ):                               # the axes
-    "Show a normalized image tensor (the seed tutorial's `imshow`)"
+    "Show a normalized image tensor (the `imshow` of timm's *Mixup & CutMix* page)"
     if isinstance(inp, torch.Tensor) and inp.ndim != 3: raise ValueError(f"`inp` must be one image (C, H, W), got shape {tuple(inp.shape)}")
     img = denormalize(inp, mean, std).cpu()
     if img.shape[0] not in (1, 3): raise ValueError(f"`inp` must have 1 or 3 channels, got {img.shape[0]}")
