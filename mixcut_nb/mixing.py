@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['KERNELS', 'MixParams', 'Mixup', 'mix_reference', 'use_kernel', 'mix_']
 
-# %% ../nbs/01_mixing.ipynb #6406d344
+# %% ../nbs/01_mixing.ipynb #62ef3dce
 import os, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ import numpy as np, torch
 from torch.utils.data import get_worker_info
 from fastcore.basics import patch
 from .core import (_check_real, _check_int, _check_minmax, _draws, _smooth_target, _mix_target,
-                            _clip_box, _box_lam, _img_hw, rand_bbox_minmax)
+                            _clip_box, _box_lam, _img_hw, _class_ids, rand_bbox_minmax)
 from . import fused
 
 # %% ../nbs/01_mixing.ipynb #ae5a5dc3
@@ -286,21 +286,27 @@ def _target_lam(p, dtype, device):
     lam = _elem_lam(p)
     return lam if isinstance(lam, float) else torch.from_numpy(lam).to(device, dtype, non_blocking=True).unsqueeze(1)
 
-# %% ../nbs/01_mixing.ipynb #7e049044
-def _cpu_class_ids(target, num_classes):
-    "`target` as checked int64 class ids if the C loop can mix them (1-d integer ids on the CPU); `None` otherwise"
-    if not (fused.available() and isinstance(target, torch.Tensor) and target.ndim == 1 and target.device.type == 'cpu'
-            and target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)): return None
-    ids = target.to(torch.int64).contiguous()
-    lo, hi = fused.id_range(ids)
-    if lo < 0 or hi >= num_classes: raise ValueError(f"`target` must hold class ids in [0, {num_classes}), got values from {lo} to {hi}")
-    return ids
+# %% ../nbs/01_mixing.ipynb #4e1756cf
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
-# %% ../nbs/01_mixing.ipynb #77a6baef
+def _kernel_class_ids(target, num_classes):
+    "`target` as checked class ids where a kernel builds the targets (the C loop on the CPU, Triton on a GPU); else `None`"
+    if not (isinstance(target, torch.Tensor) and target.ndim == 1 and target.dtype in _INT_DTYPES): return None
+    if target.device.type == 'cpu' and fused.available():
+        ids = target.to(torch.int64).contiguous()
+        lo, hi = fused.id_range(ids)
+        if lo < 0 or hi >= num_classes: raise ValueError(f"`target` must hold class ids in [0, {num_classes}), got values from {lo} to {hi}")
+        return ids
+    if target.device.type == 'cuda' and _kernel() in ('auto', 'triton'):
+        from mixcut_nb import gpu
+        if gpu.available(): return _class_ids(target.contiguous(), num_classes, 'target')   # checked on the device
+    return None
+
+# %% ../nbs/01_mixing.ipynb #048f5828
 @patch
 def _targets(self:Mixup, target, batch_size):
     "`target` checked before anything changes: class ids where the C loop can mix them, else smoothed rows"
-    ids = None if self.multi_label else _cpu_class_ids(target, self.num_classes)
+    ids = None if self.multi_label else _kernel_class_ids(target, self.num_classes)
     y = ids if ids is not None else _smooth_target(target, self.num_classes, self.label_smoothing, self.multi_label)
     if len(y) != batch_size: raise ValueError(f"`target` has {len(y)} entries for a batch of {batch_size}")
     return y
@@ -308,9 +314,12 @@ def _targets(self:Mixup, target, batch_size):
 @patch
 def _mixed_targets(self:Mixup, y, p, dtype, device):
     "The call's soft targets, timm's `mixup_target`: by the C loop where its arithmetic is float32, else as timm computes them"
-    if y.ndim == 1:                                    # class ids `_targets` checked for the C loop
-        if p.mode == 'batch' or (dtype == torch.float32 and device.type == 'cpu'):
-            return fused.mixed_one_hot(y, self.num_classes, self.label_smoothing, _elem_lam(p))
+    if y.ndim == 1:                                    # class ids `_targets` checked for a kernel
+        if p.mode == 'batch' or dtype == torch.float32:   # timm's weights are float32
+            if y.device.type == 'cuda':
+                from mixcut_nb import gpu
+                return gpu.mixed_one_hot(y, self.num_classes, self.label_smoothing, p)
+            if device.type == 'cpu' or p.mode == 'batch': return fused.mixed_one_hot(y, self.num_classes, self.label_smoothing, _elem_lam(p))
         y = _smooth_target(y, self.num_classes, self.label_smoothing)
     return _mix_target(y, _target_lam(p, dtype, device))
 
