@@ -209,13 +209,19 @@ def rand_bbox_minmax(img_shape:tuple, # (..., H, W)
     "Random CutMix box with sides a ratio in `minmax` of the image's (timm's `rand_bbox_minmax`)"
     return _bbox_minmax(img_shape, minmax, count, rng, 'minmax')
 
-def _bbox_minmax(img_shape, minmax, count, rng, name):
-    "`rand_bbox_minmax`, its errors naming `minmax` as `name` (the caller's argument)"
+def _minmax_sides(img_shape, minmax, name='minmax'):
+    "`(img_h, img_w, lo_h, hi_h, lo_w, hi_w)`: the box sides `minmax` allows in an image of `img_shape`; errors name `name`"
     img_h, img_w = _img_hw(img_shape)
-    _check_minmax(name, minmax); _check_count(count)
+    _check_minmax(name, minmax)
     lo_h, hi_h, lo_w, hi_w = int(img_h * minmax[0]), int(img_h * minmax[1]), int(img_w * minmax[0]), int(img_w * minmax[1])
     if lo_h >= hi_h or lo_w >= hi_w:
         raise ValueError(f"`{name}`={tuple(minmax)} leaves no box size to draw from in a {img_h}x{img_w} image")
+    return img_h, img_w, lo_h, hi_h, lo_w, hi_w
+
+def _bbox_minmax(img_shape, minmax, count, rng, name):
+    "`rand_bbox_minmax`, its errors naming `minmax` as `name` (the caller's argument), checked before drawing"
+    img_h, img_w, lo_h, hi_h, lo_w, hi_w = _minmax_sides(img_shape, minmax, name)
+    _check_count(count)
     r = _draws(rng)
     cut_h = r.randint(lo_h, hi_h, size=count)
     cut_w = r.randint(lo_w, hi_w, size=count)

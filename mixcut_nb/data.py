@@ -47,6 +47,11 @@ def _write_once(root, what, build, complete):
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return root
 
+def _folder(name, path):
+    "`path` as a `Path` with `~` expanded, if it is a path, else an error naming `name`"
+    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"`{name}` must be a folder path (str or Path), got {type(path).__name__} {path!r}")
+    return Path(path).expanduser()
+
 def _sample_files(root): return [root / c / f'{n}.png' for c, ims in _PHOTOS.items() for n in ims]
 
 # %% ../nbs/03_data.ipynb #9cf7e07a
@@ -57,7 +62,7 @@ def sample_images(path=None, # folder for the set; `None`: `photos-v1` in the ca
         for c, ims in _PHOTOS.items():
             (tmp / c).mkdir()
             for n, load in ims.items(): Image.fromarray(load()).save(tmp / c / f'{n}.png')
-    root = Path(path).expanduser() if path is not None else _cache_dir() / 'photos-v1'
+    root = _folder('path', path) if path is not None else _cache_dir() / 'photos-v1'
     return _write_once(root, 'the sample set', build, lambda r: all(f.is_file() for f in _sample_files(r)))
 
 # %% ../nbs/03_data.ipynb #8ce28f09
@@ -76,7 +81,8 @@ def digits_folder(path=None,           # folder for the set; `None`: `digits-v1`
                 (tmp / split / str(c)).mkdir(parents=True, exist_ok=True)
                 for i in part: Image.fromarray((d.images[i] * 255 / 16).round().astype(np.uint8)).save(tmp / split / str(c) / f'{i:04d}.png')
     _check_real('val_fraction', val_fraction, 0., 1.); _check_int('seed', seed, 0)
-    root = Path(path).expanduser() if path is not None else _cache_dir() / 'digits-v1'
+    if not 0 < val_fraction < 1: raise ValueError(f"`val_fraction` must be in (0, 1): both splits need images, got {val_fraction!r}")
+    root = _folder('path', path) if path is not None else _cache_dir() / 'digits-v1'
     return _write_once(root, 'the digits', build, lambda r: (r / 'train').is_dir() and (r / 'val').is_dir())
 
 # %% ../nbs/03_data.ipynb #ca9e7533
@@ -108,8 +114,9 @@ def image_loader(root=None,          # an `ImageFolder` tree such as `imagenette
     "A DataLoader over an `ImageFolder` with the seed tutorial's preprocessing"
     _check_int('batch_size', batch_size); _check_int('num_workers', num_workers, 0); _check_int('seed', seed, 0)
     tfm = image_transform(size, train)
-    root = sample_images() if root is None else Path(root).expanduser()
+    root = sample_images() if root is None else _folder('root', root)
     if not root.is_dir(): raise ValueError(f"`root` must be a folder of class folders, got {str(root)!r}")
-    ds = datasets.ImageFolder(root, transform=tfm)
+    try: ds = datasets.ImageFolder(root, transform=tfm)
+    except FileNotFoundError as e: raise ValueError(f"`root` {str(root)!r} holds no class folder with images ({e})") from None
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                       generator=torch.Generator().manual_seed(seed))

@@ -66,3 +66,16 @@ def test_loader_seed_fixes_the_order(tmp_path):
     (dict(num_workers=-1), 'num_workers'), (dict(seed=1.5), 'seed'), (dict(size='224'), 'size')])
 def test_loader_errors_name_the_argument(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match): data.image_loader(**kwargs)
+
+@pytest.mark.parametrize('call, error, match', [
+    (lambda: data.sample_images(5), TypeError, '`path` must be a folder path'),
+    (lambda: data.digits_folder(['x']), TypeError, '`path` must be a folder path'),
+    (lambda: data.digits_folder(val_fraction=0.), ValueError, '`val_fraction` must be in \\(0, 1\\)'),
+    (lambda: data.digits_folder(val_fraction=1.), ValueError, '`val_fraction`'),
+    (lambda: data.image_loader(3), TypeError, '`root` must be a folder path'),
+])
+def test_paths_and_fractions_are_checked(call, error, match):
+    with pytest.raises(error, match=match): call()
+
+def test_a_folder_without_class_folders_names_root(tmp_path):
+    with pytest.raises(ValueError, match='`root`'): data.image_loader(tmp_path)

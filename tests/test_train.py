@@ -1,5 +1,5 @@
 "mixcut_train: flags wired as timm's train.py, mixing off at --mixup-off-epoch, exact resume, DDP, safe downloads, bad input"
-import hashlib, http.server, io, json, os, signal, socketserver, subprocess, sys, tarfile, threading, time, contextlib
+import hashlib, http.server, io, json, os, re, signal, socketserver, subprocess, sys, tarfile, threading, time, contextlib
 from pathlib import Path
 import numpy as np, pytest, torch
 from timm.data import mixup as tm
@@ -63,10 +63,10 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     while not summary.exists() or json.loads(summary.read_text())['epochs'] < 2:
         assert p.poll() is None and time.time() < deadline; time.sleep(0.02)
     p.send_signal(signal.SIGKILL); p.wait()
-    killed = torch.load(tmp_path / 'killed' / 'checkpoint.pt', weights_only=False)
+    killed = torch.load(tmp_path / 'killed' / 'checkpoint.pt', weights_only=True)
     assert len(killed['history']) == 2, 'the kill came too late to interrupt the third epoch'
     assert cli(*flags, '--resume', str(tmp_path / 'killed' / 'checkpoint.pt')).wait() == 0
-    a, b = (torch.load(tmp_path / r / 'checkpoint.pt', weights_only=False) for r in ('full', 'killed'))
+    a, b = (torch.load(tmp_path / r / 'checkpoint.pt', weights_only=True) for r in ('full', 'killed'))
     assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
     assert [h['train_loss'] for h in a['history']] == [h['train_loss'] for h in b['history']]
     assert (tmp_path / 'full' / 'metrics.csv').read_text().splitlines()[1:] != [] 
@@ -129,14 +129,21 @@ def test_download_verifies_and_extracts(tmp_path):
     assert (got / 'train' / 'a' / '1.txt').read_bytes() == b'x' and got.name == 'imagenette2-320'
     assert [p.name for p in (tmp_path / 'd3').iterdir()] == ['imagenette2-320']    # no leftovers
 
-def image_folder(root, corrupt=False, empty_class=False, only_train=False):
+def jpeg_bytes(seed=0):
+    "A 64x64 JPEG of noise"
+    from PIL import Image
+    buf = io.BytesIO(); Image.fromarray(np.random.default_rng(seed).integers(0, 256, (64, 64, 3), np.uint8)).save(buf, 'JPEG', quality=90)
+    return buf.getvalue()
+
+def image_folder(root, corrupt=False, empty_class=False, only_train=False, truncated=False, per_class=1, classes=('a', 'b')):
     from PIL import Image
     for split in ('train',) if only_train else ('train', 'val'):
-        for c in ('a', 'b'):
+        for c in classes:
             (root / split / c).mkdir(parents=True, exist_ok=True)
             if empty_class and c == 'b': continue
-            Image.new('RGB', (12, 12), (10, 200, 30)).save(root / split / c / 'x.png')
+            for i in range(per_class): Image.new('RGB', (12, 12), (10, 200, 30 + i)).save(root / split / c / f'x{i}.png')
     if corrupt: (root / 'train' / 'a' / 'broken.jpg').write_bytes(b'\xff\xd8 not really a jpeg')
+    if truncated: (root / 'train' / 'a' / 'cut.jpg').write_bytes(jpeg_bytes()[:1500])     # a valid header, pixels cut off
     return root
 
 @pytest.mark.parametrize('make, flags, match', [
@@ -156,6 +163,17 @@ def image_folder(root, corrupt=False, empty_class=False, only_train=False):
     (lambda p: image_folder(p), '{d} --mixup-mode sideways', 'invalid choice'),
     (lambda p: image_folder(p), '{d} --epochs many', 'invalid int'),
     (lambda p: image_folder(p), '{d} --resume /no/checkpoint.pt', 'no such checkpoint'),
+    (lambda p: image_folder(p, truncated=True), '{d}', 'cut.jpg: image file is truncated'),   # found before training
+    (lambda p: image_folder(p), '{d} --smoothing 1', '--smoothing must be in [0, 1)'),
+    (lambda p: image_folder(p), '{d} --smoothing 2', '--smoothing must be in [0, 1)'),
+    (lambda p: image_folder(p), '{d} --smoothing 1 --bce-loss', '--smoothing'),
+    (lambda p: image_folder(p, per_class=17), '{d} -b 100', '--batch-size 100 is more than the 34 training images'),
+    (lambda p: image_folder(p), '{d} --seed -1', '--seed must be >= 0'),
+    (lambda p: image_folder(p), '{d} --hflip 2', '--hflip must be in [0, 1]'),
+    (lambda p: image_folder(p), '{d} --hflip -1', '--hflip must be in [0, 1]'),
+    (lambda p: image_folder(p), '{d} --hflip nan', '--hflip'),
+    (lambda p: image_folder(p), '{d} --bce-target-thresh 5', '--bce-target-thresh must be in [0, 1)'),
+    (lambda p: image_folder(p), '{d} --mixup-switch-prob -1', '--mixup-switch-prob'),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make, flags, match):
     d = make(tmp_path / 'data') if make else None
@@ -179,3 +197,174 @@ def test_digits_folder_is_written_once(cache):
 def test_default_run_reaches_90_percent(tmp_path):
     h = T.train(parse(f'--output {tmp_path}'))
     assert h[-1]['top1'] > 90
+
+# ---- every bad flag, path or file: one line naming it, exit status 2, found before the first step ----
+
+TINY = '--epochs 1 --max-steps 1 -b 2 --img-size 16 --workers 0 --no-progress'
+
+def run_main(argv, capsys):
+    "`main(argv)` in this process: (exit status, stderr lines)"
+    try: T.main([str(a) for a in argv]); code = 0
+    except SystemExit as e: code = e.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+def one_line_error(code, err, match):
+    assert code == 2 and len(err) == 1 and err[0].startswith('mixcut_train: error:') and match in err[0], (code, err)
+    assert not any('epoch 1/' in l for l in err)       # stopped before training
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    "A two-class image folder and the checkpoint of one short epoch on it"
+    root = tmp_path_factory.mktemp('tiny')
+    data = image_folder(root / 'data', per_class=2)
+    T.train(parse(f'{data} {TINY} --output {root / "run"}'))
+    return data, root / 'run' / 'checkpoint.pt'
+
+def test_checkpoints_hold_only_tensors_and_plain_data(tiny):
+    ckpt = torch.load(tiny[1], weights_only=True)
+    assert ckpt['format'] == T.CHECKPOINT_FORMAT and ckpt['model_name'] == 'resnet10t' and ckpt['classes'] == ['a', 'b']
+    assert ckpt['epoch'] == 0 and len(ckpt['history']) == 1
+
+class Exploit:
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (os.system, (f'touch {self.marker}',))
+
+def resume_file(kind, tmp_path, ckpt):
+    "A file to --resume from, of `kind`"
+    f = tmp_path / f'{kind}.pt'
+    if kind == 'garbage': f.write_bytes(os.urandom(4096))
+    elif kind == 'empty': f.write_bytes(b'')
+    elif kind == 'exploit': torch.save({'model': Exploit(tmp_path / 'pwned')}, f)
+    elif kind == 'numpy': torch.save({'rng': np.random.get_state()}, f)     # what checkpoints held before: numpy arrays
+    elif kind == 'other-format': torch.save({'model': {}, 'epoch': 0}, f)
+    elif kind == 'folder': f.mkdir()
+    else:
+        state = torch.load(ckpt, weights_only=True)
+        if kind == 'misfit':                                             # right tags, wrong weights
+            state['model'] = {k: v[..., :1] if v.ndim else v for k, v in state['model'].items()}
+        torch.save(state, f)
+    return f
+
+@pytest.mark.parametrize('kind, extra, match', [
+    ('garbage', '', 'not a checkpoint'),
+    ('empty', '', 'empty file'),
+    ('exploit', '', 'refused, it holds posix.system'),
+    ('numpy', '', 'refused, it holds numpy'),
+    ('other-format', '', "not a mixcut_train checkpoint of format 'mixcut_nb.train/1'"),
+    ('folder', '', 'no such checkpoint'),
+    ('good', '--model resnet18', 'a checkpoint of --model resnet10t, not resnet18'),
+    ('good', 'classes=3', 'a checkpoint for 2 classes, but the data has 3'),
+    ('misfit', '', 'does not fit this run'),
+])
+def test_bad_checkpoints_are_one_line_and_run_nothing(tmp_path, capsys, tiny, kind, extra, match):
+    data, ckpt = tiny
+    if extra == 'classes=3': data, extra = image_folder(tmp_path / 'three', classes=('a', 'b', 'c')), ''
+    f = resume_file(kind, tmp_path, ckpt)
+    code, err = run_main([data, *TINY.split(), *extra.split(), '--resume', f, '--output', tmp_path / 'out'], capsys)
+    one_line_error(code, err, f'--resume {f}: {match}')
+    assert not (tmp_path / 'pwned').exists()             # the exploit's code never ran
+    assert not (tmp_path / 'out').exists()
+
+def test_an_exploit_checkpoint_runs_nothing_from_the_command_line(tmp_path, tiny):
+    f = resume_file('exploit', tmp_path, tiny[1])
+    r = subprocess.run([sys.executable, '-m', 'mixcut_nb.train', str(tiny[0]), *TINY.split(), '--resume', str(f)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr and 'refused' in r.stderr, r.stderr
+    assert not (tmp_path / 'pwned').exists()
+
+@pytest.mark.parametrize('where', ['proc', 'under-a-file', 'a-file'])
+def test_unwritable_output_is_found_at_start(tmp_path, capsys, tiny, where):
+    (tmp_path / 'f').write_text('x')
+    out = {'proc': Path('/proc/mixcut_nb_out/run'), 'under-a-file': tmp_path / 'f' / 'run', 'a-file': tmp_path / 'f'}[where]
+    code, err = run_main([tiny[0], *TINY.split(), '--output', out], capsys)
+    one_line_error(code, err, f'--output {out}: cannot write there')
+
+def test_the_output_check_leaves_nothing_behind(tmp_path, capsys):
+    code, err = run_main([tmp_path / 'no-data', '--output', tmp_path / 'new' / 'run'], capsys)
+    one_line_error(code, err, 'does not exist')
+    assert list(tmp_path.iterdir()) == []
+
+def can_unshare():
+    return sys.platform == 'linux' and subprocess.run(['unshare', '-m', 'true'], capture_output=True).returncode == 0
+
+needs_mounts = pytest.mark.skipif(not can_unshare(), reason='mounting a small filesystem needs root (unshare -m)')
+
+def in_mount_namespace(script, **kw):
+    "Run the shell `script` in a mount namespace of its own, where `$M` is a fresh folder to mount on"
+    return subprocess.run(['unshare', '-m', 'sh', '-ec', script], capture_output=True, text=True, **kw)
+
+@needs_mounts
+def test_a_read_only_mount_is_found_at_start(tmp_path, tiny):
+    m = tmp_path / 'm'; m.mkdir()
+    r = in_mount_namespace(f'mount -t tmpfs -o size=1m tmpfs {m} && mkdir {m}/run && mount -o remount,ro {m}\n'
+                           f'exec {sys.executable} -m mixcut_nb.train {tiny[0]} {TINY} --output {m}/run')
+    assert r.returncode == 2 and r.stderr == f'mixcut_train: error: --output {m}/run: cannot write there (Read-only file system)\n', r.stderr
+
+@needs_mounts
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, tiny):
+    "Epoch 1's checkpoint (about 60 MB) fits on a 100 MB disk; epoch 2's, written beside it, does not"
+    m = tmp_path / 'm'; m.mkdir()
+    r = in_mount_namespace(
+        f'mount -t tmpfs -o size=100m tmpfs {m}\n'
+        f'{sys.executable} -m mixcut_nb.train {tiny[0]} {TINY.replace("--epochs 1", "--epochs 2")} --output {m}/run && exit 1 || echo "status $?"\n'
+        f'{sys.executable} -c "import torch; print(\'epoch\', torch.load(\'{m}/run/checkpoint.pt\', weights_only=True)[\'epoch\'])"\n'
+        f'ls -A {m}/run')
+    assert r.returncode == 0, r.stderr
+    err = [l for l in r.stderr.splitlines() if l.startswith('mixcut_train: error')]
+    assert err == [f'mixcut_train: error: cannot write {m}/run/checkpoint.pt: No space left on device; the previous checkpoint.pt is intact']
+    assert r.stdout.split('\n')[:2] == ['status 2', 'epoch 0'], r.stdout           # epoch 1's checkpoint still loads
+    assert sorted(r.stdout.split()[4:]) == ['checkpoint.pt', 'curves.png', 'metrics.csv', 'summary.json']   # no temporary file
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, tiny, monkeypatch):
+    "ENOSPC simulated: the second checkpoint's write fails half-way"
+    import errno
+    save, calls = torch.save, []
+    def full_disk(obj, f, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2: f.write(b'x' * 1000); raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(obj, f, *a, **kw)
+    monkeypatch.setattr(torch, 'save', full_disk)
+    out = tmp_path / 'run'
+    code, err = run_main([tiny[0], *TINY.replace('--epochs 1', '--epochs 2').split(), '--output', out], capsys)
+    assert code == 2 and err[-1] == f'mixcut_train: error: cannot write {out}/checkpoint.pt: No space left on device; the previous checkpoint.pt is intact'
+    assert torch.load(out / 'checkpoint.pt', weights_only=True)['epoch'] == 0
+    assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'curves.png', 'metrics.csv', 'summary.json']
+
+def test_stale_temporary_files_are_removed_by_the_next_run(tmp_path, tiny):
+    "A process killed while writing its checkpoint leaves a temporary file; the next run in that folder removes it"
+    out = tmp_path / 'run'
+    killer = ('import os, signal, sys, torch\n'
+              'save, calls = torch.save, []\n'
+              'def save_and_die(obj, f, *a, **kw):\n'
+              '    calls.append(1)\n'
+              '    if len(calls) == 2: f.write(b"half a checkpoint"); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n'
+              '    return save(obj, f, *a, **kw)\n'
+              'torch.save = save_and_die\n'
+              'from mixcut_nb.train import main\n'
+              'main(sys.argv[1:])\n')
+    r = subprocess.run([sys.executable, '-c', killer, str(tiny[0]), *TINY.replace('--epochs 1', '--epochs 2').split(), '--output', str(out)])
+    assert r.returncode == -9
+    left = [p.name for p in out.iterdir() if p.name.startswith('.checkpoint.pt-')]
+    assert len(left) == 1
+    (out / '.metrics.csv-k2j4h5g1').write_text('from an older version, without a pid')
+    (out / '.summary.json-1-abc').write_text('pid 1 is alive: kept')
+    T.train(parse(f'{tiny[0]} {TINY.replace("--epochs 1", "--epochs 2")} --resume {out / "checkpoint.pt"}'))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith('.')) == ['.summary.json-1-abc']
+    assert torch.load(out / 'checkpoint.pt', weights_only=True)['epoch'] == 1
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_an_image_unreadable_during_training_stops_the_run_naming_it(tmp_path, capsys, monkeypatch, workers):
+    "Decision: stop with exit 2 (skipping would change the batches); the last checkpoint stays and is named"
+    data = image_folder(tmp_path / 'data', per_class=2)
+    good = jpeg_bytes(); (data / 'train' / 'a' / 'late.jpg').write_bytes(good)
+    write = T.write_metrics
+    def write_then_break_the_image(out, history, args):        # after epoch 1 the file is cut off, as by a failing disk
+        write(out, history, args); (data / 'train' / 'a' / 'late.jpg').write_bytes(good[:1500])
+    monkeypatch.setattr(T, 'write_metrics', write_then_break_the_image)
+    out = tmp_path / 'run'
+    code, err = run_main([data, *TINY.replace('--epochs 1 --max-steps 1', '--epochs 2').replace('--workers 0', f'--workers {workers}').split(),
+                          '--output', out], capsys)
+    assert code == 2 and 'Traceback' not in '\n'.join(err), err
+    assert re.fullmatch(re.escape(f"mixcut_train: error: cannot read image {data}/train/a/late.jpg: image file is truncated (") + r"\d+" +
+                        re.escape(f" bytes not processed) (stopped in epoch 2 of 2; the checkpoint of epoch 1 is intact: "
+                                  f"continue with --resume {out}/checkpoint.pt)"), err[-1]), err[-1]
+    assert torch.load(out / 'checkpoint.pt', weights_only=True)['epoch'] == 0
