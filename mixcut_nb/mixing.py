@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['KERNELS', 'MixParams', 'Mixup', 'mix_reference', 'use_kernel', 'mix_']
 
-# %% ../nbs/01_mixing.ipynb #62ef3dce
+# %% ../nbs/01_mixing.ipynb #5583b95a
 import os, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ import numpy as np, torch
 from torch.utils.data import get_worker_info
 from fastcore.basics import patch
 from .core import (_check_real, _check_int, _check_minmax, _draws, _smooth_target, _mix_target,
-                            _clip_box, _box_lam, _img_hw, _class_ids, rand_bbox_minmax)
+                            _clip_box, _box_lam, _img_hw, _class_ids, _minmax_sides, rand_bbox_minmax)
 from . import fused
 
 # %% ../nbs/01_mixing.ipynb #ae5a5dc3
@@ -130,7 +130,7 @@ def _params_per_elem(self:Mixup, batch_size):
         lam = np.where(r.rand(batch_size) < self.mix_prob, lam_mix.astype(np.float32), lam)
     return lam, use_cutmix
 
-# %% ../nbs/01_mixing.ipynb #d84ef02b
+# %% ../nbs/01_mixing.ipynb #b965b4f6
 @patch
 def _boxes(self:Mixup, lam, img_shape):
     "One CutMix box per entry of `lam`, drawn in the order of timm's per-element loop"
@@ -173,6 +173,7 @@ def draw(self:Mixup,
          mode:str=None,   # defaults to `self.mode`
         )->MixParams:
     "Draw what a call of this `Mixup` does to a batch, without touching one"
+    if self.cutmix_minmax is not None: _minmax_sides(img_shape, self.cutmix_minmax, 'cutmix_minmax')   # before any draw
     mode = self._drawn_as.get(mode or self.mode, mode or self.mode)
     if mode == 'batch': return self._draw_batch(batch_size, img_shape)
     lam, use_cutmix = self._params_per_elem(batch_size if mode == 'elem' else batch_size // 2)
