@@ -17,6 +17,7 @@ class FastCollateMixup(Mixup):
     "Collate uint8 (C, H, W) samples into a batch and mix it (timm's `FastCollateMixup`, drop-in)"
     modes = ('batch', 'pair', 'elem', 'half')
     _box_at_lam_1 = True
+    _drawn_as = {}              # 'half' is a mode of its own here
 
     def _samples(self, batch):
         "Check `batch` and return its samples: uint8 (C, H, W) arrays or tensors of one shape"

@@ -42,7 +42,8 @@ def _spread(lam, use_cutmix, boxes, batch_size, mode):
 # %% ../nbs/01_mixing.ipynb #8fc4abbc
 class Mixup:
     "Mixup/CutMix per batch, pair or element (timm's `Mixup`, drop-in)"
-    modes = ('batch', 'pair', 'elem')
+    modes = ('batch', 'pair', 'elem', 'half')
+    _drawn_as = {'half': 'batch'}   # timm's `Mixup` mixes 'half' as 'batch'; `FastCollateMixup` has a 'half' of its own
     _box_at_lam_1 = False       # timm's batch-mode collate draws a CutMix box even when lam is 1
     def __init__(self,
                  mixup_alpha:float=1.,  # Mixup's Beta(alpha, alpha); on if > 0
@@ -134,7 +135,7 @@ def draw(self,
          mode:str=None,   # defaults to `self.mode`
         )->MixParams:
     "Draw what a call of this `Mixup` does to a batch, without touching one"
-    mode = mode or self.mode
+    mode = self._drawn_as.get(mode or self.mode, mode or self.mode)
     n = {'batch': 1, 'elem': batch_size}.get(mode, batch_size // 2)
     if mode == 'batch': lam, use_cutmix = (np.array([v]) for v in self._params_per_batch())
     else: lam, use_cutmix = self._params_per_elem(n)

@@ -33,9 +33,10 @@ import mixcut_nb as mc
 def test_bad_arguments(cls, kwargs, error, match):
     with pytest.raises(error, match=match): cls(**kwargs)
 
-def test_half_mode_is_collate_only():
-    with pytest.raises(ValueError, match="mode"): mc.Mixup(mode='half')
-    mc.FastCollateMixup(mode='half')
+def test_half_mode_is_accepted_as_timm_accepts_it():
+    assert mc.Mixup(mode='half').mode == mc.FastCollateMixup(mode='half').mode == 'half'   # Mixup mixes it as 'batch'
+    for cls in (mc.Mixup, mc.FastCollateMixup):
+        with pytest.raises(ValueError, match="mode"): cls(mode='elem_half')
 
 x0 = torch.randn(4, 3, 8, 8)
 y0 = torch.tensor([0, 1, 2, 3])
