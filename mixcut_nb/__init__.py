@@ -11,5 +11,6 @@ __all__ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox
 from .core import one_hot, mixup_target, mixup, cutmix, rand_bbox, rand_bbox_minmax, cutmix_bbox_and_lam
 from .mixing import MixParams, mix_reference, mix_, Mixup
 from .collate import FastCollateMixup
+from . import timm_compat   # timm's loader recognises our FastCollateMixup once timm is imported
 _all_ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam',
          'MixParams', 'mix_reference', 'mix_', 'Mixup', 'FastCollateMixup']

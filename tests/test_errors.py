@@ -37,6 +37,9 @@ def test_half_mode_is_accepted_as_timm_accepts_it():
     "timm's Mixup takes mode='half' and mixes it as 'batch'; its FastCollateMixup has a 'half' mode of its own"
     assert mc.Mixup(mode='half').draw(4, (3, 8, 8)).mode == 'batch'
     assert mc.FastCollateMixup(mode='half').draw(4, (3, 8, 8)).mode == 'half'
+    assert mc.Mixup(mode='half').mode == mc.FastCollateMixup(mode='half').mode == 'half'
+    for cls in (mc.Mixup, mc.FastCollateMixup):
+        with pytest.raises(ValueError, match="mode"): cls(mode='elem_half')
 
 x0 = torch.randn(4, 3, 8, 8)
 y0 = torch.tensor([0, 1, 2, 3])
