@@ -5,12 +5,13 @@ __version__ = "0.1.0"
 
 # %% auto #0
 __all__ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam', 'MixParams',
-           'mix_reference', 'mix_', 'Mixup', 'FastCollateMixup']
+           'mix_reference', 'mix_', 'Mixup', 'FastCollateMixup', 'ResizeMix', 'FMix', 'SaliencyMix', 'MixChoice']
 
 # %% ../nbs/index.ipynb #062ac952
 from .core import one_hot, mixup_target, mixup, cutmix, rand_bbox, rand_bbox_minmax, cutmix_bbox_and_lam
 from .mixing import MixParams, mix_reference, mix_, Mixup
 from .collate import FastCollateMixup
+from .beyond import ResizeMix, FMix, SaliencyMix, MixChoice
 from . import timm_compat   # timm's loader recognises our FastCollateMixup once timm is imported
 _all_ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam',
-         'MixParams', 'mix_reference', 'mix_', 'Mixup', 'FastCollateMixup']
+         'MixParams', 'mix_reference', 'mix_', 'Mixup', 'FastCollateMixup', 'ResizeMix', 'FMix', 'SaliencyMix', 'MixChoice']

@@ -5,7 +5,8 @@
    draws (one for the batch, one per pair, one per element, or one per element of the first half), and is
    mixed with its partner B-1-e as op[d] says: 0 keeps it, 1 blends it, own*w[d] + partner*v[d], rounding after
    each operation as torch does, 2 pastes the partner's box: rows box[d][0] <= h < box[d][1], columns
-   box[d][2]*q <= k < box[d][3]*q. Both elements of a pair read the other's original values. */
+   box[d][2]*q <= k < box[d][3]*q, or, given masks (FMix), every value whose column's byte in draw d's mask
+   (H x L/q bytes) is 0. Both elements of a pair read the other's original values. */
 #define PY_SSIZE_T_CLEAN
 #define Py_LIMITED_API 0x030A0000
 #include <Python.h>
@@ -23,6 +24,7 @@ typedef struct {
     const char *src; int64_t src_stride; const int64_t *src_at;   /* element e at src_at[e], else src + e*src_stride */
     char *dst; int64_t dst_stride; const int64_t *dst_at;          /* likewise; a 0 in dst_at: not written */
     const int8_t *op; const double *w, *v; const int64_t *box;     /* one per draw */
+    const uint8_t *mask;                  /* NULL, or one H x L/q mask per draw: op 2 takes the partner where it is 0 */
     int64_t lo, hi, span; char *tmp;      /* this thread's (pair, row) items, and `span` values of scratch */
 } job_t;
 
@@ -42,7 +44,8 @@ static char *dst_of(const job_t *j, int64_t e) {
     return j->dst_at ? (char *)(intptr_t)j->dst_at[e] : j->dst + e * j->dst_stride;
 }
 
-/* One row segment of n values: blend (op 1), or copy and paste columns c0..c1 of the partner (op 2), or copy.
+/* One row segment of n values: blend (op 1), or copy and paste columns c0..c1 of the partner (op 2; with a mask row m,
+   the partner's value wherever the mask of its column, m[k / q], is 0), or copy.
    The AVX2 clone vectorizes the uint8 blends; without FMA and with -ffp-contract=off it rounds as the baseline.
    IVDEP: value k is read before value k is written and nothing else, so in place is safe to vectorize. */
 #if defined(__x86_64__) && defined(__has_attribute)
@@ -71,11 +74,17 @@ static char *dst_of(const job_t *j, int64_t e) {
 #define BLEND_U8(a, b, w, v) RINT_U8((a) * (w) + (b) * (v))
 #define ROW(NAME, T, F, MIX)                                                                        \
 CLONES static void NAME(char *out_, const char *a_, const char *b_, int op, double wd, double vd,   \
-                        int64_t c0, int64_t c1, int64_t n) {                                        \
+                        int64_t c0, int64_t c1, int64_t n, const uint8_t *m, int64_t q) {           \
     if (op == 1) {                                                                                  \
         T *out = (T *)out_; const T *a = (const T *)a_, *b = (const T *)b_;                         \
         const F w = (F)wd, v = (F)vd;                                                               \
         IVDEP for (int64_t k = 0; k < n; k++) { F fa = a[k], fb = b[k]; out[k] = MIX(fa, fb, w, v); } \
+        return;                                                                                     \
+    }                                                                                               \
+    if (op == 2 && m) {                                                                             \
+        T *out = (T *)out_; const T *a = (const T *)a_, *b = (const T *)b_;                         \
+        if (q == 1) { IVDEP for (int64_t k = 0; k < n; k++) out[k] = m[k] ? a[k] : b[k]; }          \
+        else for (int64_t k = 0; k < n; k++) out[k] = m[k / q] ? a[k] : b[k];                       \
         return;                                                                                     \
     }                                                                                               \
     if (out_ != a_) memcpy(out_, a_, (size_t)n * sizeof(T));                                        \
@@ -98,7 +107,7 @@ ROW(row_u8, uint8_t, float, BLEND_U8)
 PAIR(pair_f32, float, float, BLEND)
 PAIR(pair_f64, double, double, BLEND)
 PAIR(pair_u8, uint8_t, float, BLEND_U8)
-typedef void (*row_fn)(char *, const char *, const char *, int, double, double, int64_t, int64_t, int64_t);
+typedef void (*row_fn)(char *, const char *, const char *, int, double, double, int64_t, int64_t, int64_t, const uint8_t *, int64_t);
 typedef void (*pair_fn)(char *, char *, const char *, const char *, double, double, double, double, int64_t);
 static const row_fn ROWS[3] = {row_f32, row_f64, row_u8};
 static const pair_fn PAIRS[3] = {pair_f32, pair_f64, pair_u8};
@@ -108,13 +117,14 @@ static const pair_fn PAIRS[3] = {pair_f32, pair_f64, pair_u8};
 static void pair_seg(const job_t *j, int64_t p, int64_t at, int64_t n, int64_t h) {
     const int64_t e[2] = {p, j->B - 1 - p}, es = SIZE[j->dtype];
     int op[2]; int64_t c0[2] = {0, 0}, c1[2] = {0, 0}; double w[2] = {1, 1}, v[2] = {0, 0};
-    const char *a[2]; char *out[2];
+    const char *a[2]; char *out[2]; const uint8_t *m[2] = {NULL, NULL};
     for (int s = 0; s < 2; s++) {
         const int64_t d = draw_of(j, e[s]);
         op[s] = d < 0 ? 0 : j->op[d];
         if (op[s]) {
             const int64_t *bx = j->box + 4 * d;
-            if (op[s] == 2 && (h < bx[0] || h >= bx[1])) op[s] = 0;   /* this row misses the box */
+            if (op[s] == 2 && j->mask) m[s] = j->mask + (d * j->H + h) * (j->L / j->q);   /* this row of its mask */
+            else if (op[s] == 2 && (h < bx[0] || h >= bx[1])) op[s] = 0;   /* this row misses the box */
             c0[s] = bx[2] * j->q; c1[s] = bx[3] * j->q; w[s] = j->w[d]; v[s] = j->v[d];
         }
         a[s] = src_of(j, e[s]) + at * es;
@@ -123,7 +133,7 @@ static void pair_seg(const job_t *j, int64_t p, int64_t at, int64_t n, int64_t h
     }
     const row_fn row = ROWS[j->dtype];
     if (e[0] == e[1]) {                                             /* the middle of an odd batch */
-        if (out[0] && (op[0] || out[0] != a[0])) row(out[0], a[0], a[0], op[0], w[0], v[0], c0[0], c1[0], n);
+        if (out[0] && (op[0] || out[0] != a[0])) row(out[0], a[0], a[0], op[0], w[0], v[0], c0[0], c1[0], n, m[0], j->q);
         return;
     }
     if (op[0] == 1 && op[1] == 1 && out[0] && out[1]) {             /* both blend: one loop, no copy */
@@ -132,13 +142,14 @@ static void pair_seg(const job_t *j, int64_t p, int64_t at, int64_t n, int64_t h
     }
     const char *b0 = a[1];      /* element 0 is written last: keep what it needs of its partner's original */
     if (op[0] && op[1] && out[1] == a[1]) {
-        int64_t k0 = op[0] == 1 ? 0 : c0[0], k1 = op[0] == 1 ? n : c1[0];
+        const int box = op[0] == 2 && !m[0];                       /* only the box's columns, else the whole row */
+        int64_t k0 = box ? c0[0] : 0, k1 = box ? c1[0] : n;
         memcpy(j->tmp + k0 * es, a[1] + k0 * es, (size_t)((k1 - k0) * es));
         b0 = j->tmp;
     }
     for (int s = 1; s >= 0; s--)
         if (out[s] && (op[s] || out[s] != a[s]))
-            row(out[s], a[s], s ? a[0] : b0, op[s], w[s], v[s], c0[s], c1[s], n);
+            row(out[s], a[s], s ? a[0] : b0, op[s], w[s], v[s], c0[s], c1[s], n, m[s], j->q);
 }
 
 static int pastes(const job_t *j, int64_t e) { int64_t d = draw_of(j, e); return d >= 0 && j->op[d] == 2; }
@@ -220,19 +231,20 @@ static int draws(int64_t n, const char *lam, Py_ssize_t nlam, const char *mixup,
 
 static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kw[] = {"dtype", "mode", "B", "R", "L", "H", "q", "src", "src_stride", "dst", "dst_stride",
-                         "lam", "mixup", "cutmix", "boxes", "threads", NULL};
+                         "lam", "mixup", "cutmix", "boxes", "masks", "threads", NULL};
     int dtype, mode, threads; long long B, R, L, H, q, ss, ds; PyObject *src, *dst;
-    const char *lam, *mixup, *cutmix, *bx; Py_ssize_t nlam, nmix, ncut, nbx;
+    const char *lam, *mixup, *cutmix, *bx, *masks; Py_ssize_t nlam, nmix, ncut, nbx, nmasks;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$iiLLLLLOLOLy#y#y#y#i", kw, &dtype, &mode, &B, &R, &L, &H, &q,
-                                     &src, &ss, &dst, &ds, &lam, &nlam, &mixup, &nmix, &cutmix, &ncut, &bx, &nbx, &threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$iiLLLLLOLOLy#y#y#y#y#i", kw, &dtype, &mode, &B, &R, &L, &H, &q, &src, &ss,
+                                     &dst, &ds, &lam, &nlam, &mixup, &nmix, &cutmix, &ncut, &bx, &nbx, &masks, &nmasks, &threads))
         return NULL;
     if (!check(dtype >= F32 && dtype <= U8, "mix: unknown dtype") || !check(mode >= BATCH && mode <= HALF, "mix: unknown mode")
         || !check(B >= 0 && R >= 0 && L >= 0 && H >= 1 && q >= 1 && R % H == 0 && L % q == 0, "mix: bad layout")
         || !check(mode != PAIR && mode != HALF ? 1 : B % 2 == 0, "mix: 'pair' and 'half' need an even batch"))
         return NULL;
     const int64_t n = B == 0 ? 0 : mode == BATCH ? 1 : mode == ELEM ? B : B / 2;
-    if (!check(nmix == n && ncut == n && nbx == 32 * n, "mix: lam, mixup, cutmix and boxes need one entry per draw")) return NULL;
+    if (!check(nmix == n && ncut == n && nbx == 32 * n, "mix: lam, mixup, cutmix and boxes need one entry per draw")
+        || !check(nmasks == 0 || nmasks == n * H * (L / q), "mix: masks need H x W bytes per draw, or none")) return NULL;
     const int64_t *box = (const int64_t *)bx;
     for (int64_t d = 0; d < n; d++) {
         const int64_t *b = box + 4 * d;
@@ -243,7 +255,7 @@ static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (!mem) return PyErr_NoMemory();
     double *w = (double *)mem, *v = w + n; int8_t *op = (int8_t *)(v + n);
     job_t job = {.dtype = dtype, .mode = mode, .B = B, .R = R, .L = L, .H = H, .q = q, .src_stride = ss, .dst_stride = ds,
-                 .op = op, .w = w, .v = v, .box = box};
+                 .op = op, .w = w, .v = v, .box = box, .mask = nmasks ? (const uint8_t *)masks : NULL};
     char *s;
     if (draws(n, lam, nlam, mixup, cutmix, op, w, v) || address(src, B, "src", &s, &job.src_at)
         || address(dst, B, "dst", &job.dst, &job.dst_at)) { free(mem); return NULL; }
@@ -302,7 +314,7 @@ static PyObject *id_range(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"mix", (PyCFunction)(void (*)(void))mix, METH_VARARGS | METH_KEYWORDS,
-     "mix(*, dtype, mode, B, R, L, H, q, src, src_stride, dst, dst_stride, lam, mixup, cutmix, boxes, threads): "
+     "mix(*, dtype, mode, B, R, L, H, q, src, src_stride, dst, dst_stride, lam, mixup, cutmix, boxes, masks, threads): "
      "mix a batch in one pass (see mixcut_nb.fused)"},
     {"one_hot", (PyCFunction)(void (*)(void))one_hot, METH_VARARGS | METH_KEYWORDS,
      "one_hot(*, out, ids, B, num_classes, on, off, lam): timm's mixup_target of class ids into float32 rows at `out`"},

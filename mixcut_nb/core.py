@@ -153,6 +153,7 @@ class _GeneratorDraws:
     def rand(self, *shape): return self.gen.random(shape or None)
     def beta(self, a, b, size=None): return self.gen.beta(a, b, size)
     def randint(self, low, high=None, size=None): return self.gen.integers(low, high, size)
+    def randn(self, *shape): return self.gen.standard_normal(shape or None)
 
 def _draws(rng=None):
     "What to draw from: the global `np.random` when `rng` is None"

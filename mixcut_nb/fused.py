@@ -44,12 +44,18 @@ def _layout(x):
     return (R, L, q) if B == 1 or s0 >= R * L else None     # elements must not overlap
 
 # %% ../nbs/01b_fused.ipynb #a046b118
+def _masks(p):
+    "The masks of `p` as bytes, one byte per pixel (1: the element keeps its own value); `b''` where `p` has none (a box)"
+    m = getattr(p, 'masks', None)
+    return b'' if m is None else np.ascontiguousarray(m, dtype=np.uint8).tobytes()
+
 def _run(p, dtype, R, L, H, q, src, src_stride, dst, dst_stride):
     "The loop over the batch of `p.batch_size` elements, doing what `p` says; `src`/`dst` are addresses"
     B = p.batch_size
     _fused.mix(dtype=C_DTYPES[dtype], mode=_MODES[p.mode], B=B, R=R, L=L, H=H, q=q,
                src=src, src_stride=src_stride, dst=dst, dst_stride=dst_stride,
                lam=p.lam.tobytes(), mixup=p.mixup.tobytes(), cutmix=p.cutmix.tobytes(), boxes=p.boxes.astype(np.int64, copy=False).tobytes(),
+               masks=_masks(p),
                threads=min(torch.get_num_threads(), max(1, B * R * L // 32768)))   # torch's grain: 32768 values a thread
 
 # %% ../nbs/01b_fused.ipynb #3761cbc4
