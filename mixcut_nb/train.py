@@ -73,6 +73,7 @@ def get_parser():
     t.add_argument('--lr', type=float, default=3e-3, help='peak learning rate (AdamW, warmup then cosine)')
     t.add_argument('--weight-decay', type=float, default=0.05)
     t.add_argument('--img-size', type=int, default=None, help='training image size; default 32 for the digits, 224 otherwise')
+    t.add_argument('--scale', type=float, nargs=2, default=(0.35, 1.0), metavar=('LO', 'HI'), help="training crops' range of area over the image's (RandomResizedCrop, as timm's --scale)")
     t.add_argument('--hflip', type=float, default=None, help='horizontal flip probability; default 0 for the digits, 0.5 otherwise')
     t.add_argument('--workers', type=int, default=2, help='DataLoader worker processes')
     t.add_argument('--seed', type=int, default=42)
@@ -393,7 +394,7 @@ def make_loaders(args, root, collate_fn=None, rank=0, world=1):
     "Training and validation DataLoaders of uint8 images for ImageFolder `root`"
     from torchvision import datasets, transforms as T
     size, hflip = args.img_size, args.hflip
-    train_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.35, 1.)), T.RandomHorizontalFlip(hflip), T.PILToTensor()])
+    train_tf = T.Compose([T.RandomResizedCrop(size, scale=tuple(args.scale)), T.RandomHorizontalFlip(hflip), T.PILToTensor()])
     val_tf = T.Compose([T.Resize(int(math.floor(size / 0.875)) if size >= 64 else size), T.CenterCrop(size), T.PILToTensor()])
     train_ds = datasets.ImageFolder(Path(root) / 'train', transform=train_tf, loader=_load_rgb)
     val_ds = datasets.ImageFolder(Path(root) / 'val', transform=val_tf, loader=_load_rgb)
@@ -632,6 +633,7 @@ def _resolve(args):
     if args.mixup_mode in ('pair', 'half') and mixing_active(args) and args.batch_size % 2:
         raise UsageError(f"--mixup-mode {args.mixup_mode} needs an even --batch-size, got {args.batch_size}")
     if args.max_steps is not None and args.max_steps < 1: raise UsageError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if not 0 < args.scale[0] <= args.scale[1] <= 1: raise UsageError(f"--scale must have 0 < LO <= HI <= 1, got {args.scale[0]} {args.scale[1]}")
     _check_beyond(args)
     return args
 
