@@ -138,6 +138,7 @@ class MaskParams(MixParams):
     "`MixParams` whose pasting (`cutmix`) draws take the partner's pixels where their mask is False, not inside a box"
     masks: np.ndarray = None   # (n, H, W) bool: True where the element keeps its own pixel
 
+# %% ../nbs/10_beyond.ipynb #3b46201d
 @patch
 def per_element(self:MaskParams)->MaskParams:
     "The same call with one entry, and one mask, per element"
@@ -145,7 +146,7 @@ def per_element(self:MaskParams)->MaskParams:
     masks = np.where((d >= 0)[:, None, None], self.masks[np.maximum(d, 0)], True)
     return MaskParams(e.lam, e.mixup, e.cutmix, e.boxes, 'elem', e.batch_size, masks)
 
-# %% ../nbs/10_beyond.ipynb #2bf27028
+# %% ../nbs/10_beyond.ipynb #de80065c
 class FMix(_Mixer):
     "FMix (Harris et al., 2020): the partner's pixels where low-frequency noise is low, a share `1-lam ~ Beta`"
     def __init__(self,
@@ -172,7 +173,7 @@ class FMix(_Mixer):
 
     def _draw_for(self, x): return self.draw(len(x), x.shape)
 
-# %% ../nbs/10_beyond.ipynb #f96d03f0
+# %% ../nbs/10_beyond.ipynb #08acda72
 def fmix_reference(x:torch.Tensor, # batch (B, C, H, W)
                    p:MaskParams,   # `FMix`'s draws: which elements paste, and their masks
                   )->torch.Tensor:  # a new tensor
@@ -190,7 +191,7 @@ def _mix_(self:FMix, x, p):
 
 FMix.reference = staticmethod(fmix_reference)
 
-# %% ../nbs/10_beyond.ipynb #4b787604
+# %% ../nbs/10_beyond.ipynb #53ef0cc4
 _GREY = (0.299, 0.587, 0.114)   # OpenCV's weights of R, G, B in grey
 
 def _gauss5(s, sigma=8.):
@@ -212,7 +213,7 @@ def saliency_map(x:torch.Tensor, # images (B, C, H, W), C = 1 or 3
     s = _gauss5(torch.fft.ifft2(torch.polar(residual.exp(), f.angle())).abs() ** 2)
     return s / s.flatten(1).amax(1).view(-1, 1, 1)
 
-# %% ../nbs/10_beyond.ipynb #ae65bf8d
+# %% ../nbs/10_beyond.ipynb #eba6909f
 @dataclass
 class SaliencyParams(MixParams):
     "`MixParams` of CutMix draws whose boxes are centred on the partners' saliency peaks"
@@ -250,7 +251,7 @@ class SaliencyMix(_Mixer):
 
 SaliencyMix.reference = staticmethod(mix_reference)
 
-# %% ../nbs/10_beyond.ipynb #bcccef1d
+# %% ../nbs/10_beyond.ipynb #a283afa8
 class MixChoice:
     "One of `methods` per call, drawn with probabilities `p`"
     def __init__(self,
