@@ -170,6 +170,20 @@ static void *run(void *arg) {
     return NULL;
 }
 
+/* Run fn on `threads` jobs, job t at jobs + t*size: on torch's own OpenMP threads where it uses libgomp, else pthreads */
+static void parallel(void *(*fn)(void *), char *jobs, size_t size, int threads) {
+    if (threads == 1) { fn(jobs); return; }
+#ifdef _OPENMP
+    #pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int t = 0; t < threads; t++) fn(jobs + t * size);
+#else
+    pthread_t th[64]; int started[64] = {0};
+    for (int t = 1; t < threads; t++) started[t] = pthread_create(&th[t], NULL, fn, jobs + t * size) == 0;
+    fn(jobs);
+    for (int t = 1; t < threads; t++) { if (started[t]) pthread_join(th[t], NULL); else fn(jobs + t * size); }
+#endif
+}
+
 /* Run `job` on up to `threads` threads: 0 when done, -1 when out of memory (then nothing is written) */
 static int mix_all(job_t job, int threads) {
     const int64_t items = (job.B + 1) / 2 * job.R;
@@ -186,18 +200,7 @@ static int mix_all(job_t job, int threads) {
         jobs[t].lo = items * t / threads; jobs[t].hi = items * (t + 1) / threads;
         jobs[t].span = span; jobs[t].tmp = tmp + t * span * SIZE[job.dtype];
     }
-    if (threads == 1) run(&jobs[0]);
-    else {
-#ifdef _OPENMP                                    /* torch's own OpenMP threads, where it uses libgomp */
-        #pragma omp parallel for num_threads(threads) schedule(static, 1)
-        for (int t = 0; t < threads; t++) run(&jobs[t]);
-#else
-        pthread_t th[64]; int started[64] = {0};
-        for (int t = 1; t < threads; t++) started[t] = pthread_create(&th[t], NULL, run, &jobs[t]) == 0;
-        run(&jobs[0]);
-        for (int t = 1; t < threads; t++) { if (started[t]) pthread_join(th[t], NULL); else run(&jobs[t]); }
-#endif
-    }
+    parallel(run, (char *)jobs, sizeof(job_t), threads);
     free(tmp);
     return 0;
 }
@@ -269,6 +272,89 @@ static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
     Py_RETURN_NONE;
 }
 
+/* ResizeMix: element e takes its partner B-1-e, shrunk by nearest neighbour into e's box (yl, yh, xl, xh): row r
+   of the box shows the partner's row r*H/h, column k its column k*W/w (h, w the box's size). Values are copied by
+   their size (1, 2, 4 or 8 bytes), anywhere in memory: element, channel, row and column strides sB, sC, sH, sW. Both
+   elements of a pair are gathered into scratch before either is written, so each takes its partner's original. */
+typedef struct {
+    int64_t B, C, H, W, sB, sC, sH, sW, es; char *data; const int64_t *box;
+    int64_t lo, hi; char *tmp; int64_t *col;    /* this thread's pairs, its scratch (2*C*H*W values) and W column offsets */
+} shrink_t;
+
+#define SHRINK(T) do {                                                                              \
+    T *d = (T *)data; const T *s = (const T *)src; T *t = (T *)tmp;                                 \
+    for (int64_t c = 0; c < j->C; c++)                                                              \
+        for (int64_t r = 0; r < h; r++) {                                                           \
+            const T *in = s + c * j->sC + r * j->H / h * j->sH;                                     \
+            T *out = d + c * j->sC + (b[0] + r) * j->sH + b[2] * j->sW;                             \
+            if (put) for (int64_t k = 0; k < w; k++) out[k * j->sW] = *t++;                         \
+            else for (int64_t k = 0; k < w; k++) *t++ = in[j->col[k]];                              \
+        }                                                                                           \
+} while (0)
+
+/* put = 0: element e's shrunk partner into tmp; put = 1: tmp into e's box. Returns the number of values */
+static int64_t shrink_one(const shrink_t *j, int64_t e, char *tmp, int put) {
+    const int64_t *b = j->box + 4 * e, h = b[1] - b[0], w = b[3] - b[2];
+    if (h <= 0 || w <= 0) return 0;
+    char *data = j->data + e * j->sB * j->es; const char *src = j->data + (j->B - 1 - e) * j->sB * j->es;
+    if (!put) for (int64_t k = 0; k < w; k++) j->col[k] = k * j->W / w * j->sW;
+    switch (j->es) {
+    case 4: SHRINK(uint32_t); break;
+    case 8: SHRINK(uint64_t); break;
+    case 2: SHRINK(uint16_t); break;
+    default: SHRINK(uint8_t);
+    }
+    return j->C * h * w;
+}
+
+static void *shrink_run(void *arg) {
+    const shrink_t *j = (const shrink_t *)arg;
+    for (int64_t p = j->lo; p < j->hi; p++) {
+        const int64_t e1 = j->B - 1 - p;
+        const int64_t n0 = shrink_one(j, p, j->tmp, 0);
+        if (e1 != p) shrink_one(j, e1, j->tmp + n0 * j->es, 0);
+        shrink_one(j, p, j->tmp, 1);
+        if (e1 != p) shrink_one(j, e1, j->tmp + n0 * j->es, 1);
+    }
+    return NULL;
+}
+
+static PyObject *paste_shrunk(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"itemsize", "B", "C", "H", "W", "strides", "data", "boxes", "threads", NULL};
+    long long es, B, C, H, W; PyObject *data_o; const char *st, *bx; Py_ssize_t nst, nbx; int threads;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$LLLLLy#Oy#i", kw, &es, &B, &C, &H, &W, &st, &nst, &data_o, &bx, &nbx, &threads))
+        return NULL;
+    if (!check((es == 1 || es == 2 || es == 4 || es == 8) && B >= 0 && C >= 1 && H >= 1 && W >= 1 && nst == 32, "paste_shrunk: bad layout")
+        || !check(nbx == 32 * B, "paste_shrunk: boxes need one (yl, yh, xl, xh) per element")) return NULL;
+    const int64_t *box = (const int64_t *)bx;
+    for (int64_t e = 0; e < B; e++) {
+        const int64_t *b = box + 4 * e;
+        if (!check(0 <= b[0] && b[0] <= b[1] && b[1] <= H && 0 <= b[2] && b[2] <= b[3] && b[3] <= W,
+                   "paste_shrunk: a box is outside the image")) return NULL;
+    }
+    char *data = (char *)PyLong_AsVoidPtr(data_o);
+    if (PyErr_Occurred()) return NULL;
+    const int64_t pairs = (B + 1) / 2;
+    if (pairs == 0) Py_RETURN_NONE;
+    if (threads > 64) threads = 64;
+    if (threads > pairs) threads = (int)pairs;
+    if (threads < 1) threads = 1;
+    const size_t per = (size_t)(2 * C * H * W * es + W * 8);
+    char *mem = malloc(per * threads);
+    if (!mem) return PyErr_NoMemory();
+    shrink_t jobs[64]; int64_t s[4]; memcpy(s, st, 32);
+    for (int t = 0; t < threads; t++)
+        jobs[t] = (shrink_t){.B = B, .C = C, .H = H, .W = W, .sB = s[0], .sC = s[1], .sH = s[2], .sW = s[3], .es = es,
+                             .data = data, .box = box, .lo = pairs * t / threads, .hi = pairs * (t + 1) / threads,
+                             .col = (int64_t *)(mem + per * t), .tmp = mem + per * t + W * 8};
+    Py_BEGIN_ALLOW_THREADS
+    parallel(shrink_run, (char *)jobs, sizeof(shrink_t), threads);
+    Py_END_ALLOW_THREADS
+    free(mem);
+    Py_RETURN_NONE;
+}
+
 /* Targets: timm's mixup_target of class ids, one pass over float32 rows. Row i holds off*w + off*v everywhere,
    on*w + off*v at its class c, off*w + on*v at its partner's class (on*w + on*v when both are c): the values
    y1*lam + y2*(1-lam) takes, each product and the sum rounded to float32 as torch does. */
@@ -316,6 +402,8 @@ static PyMethodDef methods[] = {
     {"mix", (PyCFunction)(void (*)(void))mix, METH_VARARGS | METH_KEYWORDS,
      "mix(*, dtype, mode, B, R, L, H, q, src, src_stride, dst, dst_stride, lam, mixup, cutmix, boxes, masks, threads): "
      "mix a batch in one pass (see mixcut_nb.fused)"},
+    {"paste_shrunk", (PyCFunction)(void (*)(void))paste_shrunk, METH_VARARGS | METH_KEYWORDS,
+     "paste_shrunk(*, itemsize, B, C, H, W, strides, data, boxes, threads): ResizeMix's paste of each shrunk partner"},
     {"one_hot", (PyCFunction)(void (*)(void))one_hot, METH_VARARGS | METH_KEYWORDS,
      "one_hot(*, out, ids, B, num_classes, on, off, lam): timm's mixup_target of class ids into float32 rows at `out`"},
     {"id_range", id_range, METH_VARARGS, "id_range(ids, B): (smallest, largest) of B int64 class ids at address `ids`"},

@@ -15,7 +15,7 @@ from .core import _check_real, _check_int, _img_hw, _clip_box, _draws
 from .mixing import Mixup, MixParams, mix_reference, _check_batch, _kernel, _mix_
 from . import fused
 
-# %% ../nbs/10_beyond.ipynb #5b047e7e
+# %% ../nbs/10_beyond.ipynb #4d2e8729
 class _Mixer:
     "What the methods beyond timm share with `Mixup`: the common arguments, the random stream, the targets, the call"
     modes, multi_label = ('batch', 'pair', 'elem'), False
@@ -50,7 +50,7 @@ class _Mixer:
         self.last_params = p
         return x, self._mixed_targets(y, p, x.dtype, x.device)
 
-# %% ../nbs/10_beyond.ipynb #66232297
+# %% ../nbs/10_beyond.ipynb #2dac2a38
 class ResizeMix(_Mixer):
     "ResizeMix (Qin et al., 2020): the partner, shrunk by a scale `tau ~ U(scale)`, pasted at a random place"
     def __init__(self,
@@ -80,8 +80,11 @@ class ResizeMix(_Mixer):
 
     def _draw_for(self, x): return self.draw(len(x), x.shape)
 
-# %% ../nbs/10_beyond.ipynb #6a11a487
-def _shrink(x, size): return F.interpolate(x, size=size, mode='nearest')
+# %% ../nbs/10_beyond.ipynb #6000bdb0
+def _shrink(x, size):
+    "`x` shrunk to `size` by nearest neighbour, in integers: row `r` is row `r*H//h`, column `k` column `k*W//w`"
+    (H, W), (h, w), dev = x.shape[-2:], size, x.device
+    return x[..., torch.arange(h, device=dev) * H // h, :][..., torch.arange(w, device=dev) * W // w]
 
 def resizemix_reference(x:torch.Tensor, # batch (B, C, H, W)
                         p:MixParams,    # `ResizeMix`'s draws: which elements paste, and where
@@ -93,11 +96,13 @@ def resizemix_reference(x:torch.Tensor, # batch (B, C, H, W)
         out[i, :, yl:yh, xl:xh] = _shrink(partner[i:i + 1], (yh - yl, xh - xl))[0]
     return out
 
-# %% ../nbs/10_beyond.ipynb #351b59e4
+# %% ../nbs/10_beyond.ipynb #2dcd4ece
 @patch
 def _mix_(self:ResizeMix, x, p):
-    "`resizemix_reference` in place, one resize per box"
+    "`resizemix_reference` in place: the C loop on the CPU, else one resize per box"
     e, B, pastes = p.per_element(), p.batch_size, []
+    k = _kernel()
+    if k in ('auto', 'c') and fused.paste_shrunk_c_(x, e.boxes * e.cutmix[:, None], forced=k == 'c'): return x
     for box in np.unique(e.boxes[e.cutmix], axis=0):
         i = np.flatnonzero(e.cutmix & (e.boxes == box).all(1))
         size = int(box[1] - box[0]), int(box[3] - box[2])
@@ -108,7 +113,7 @@ def _mix_(self:ResizeMix, x, p):
 
 ResizeMix.reference = staticmethod(resizemix_reference)
 
-# %% ../nbs/10_beyond.ipynb #1dcc65b6
+# %% ../nbs/10_beyond.ipynb #c46eb6dc
 def fourier_masks(lam,                   # (n,) shares of pixels each mask keeps
                   img_shape:tuple,       # (..., H, W)
                   decay_power:float=3.,  # the noise's power falls as `1 / f^decay_power`: larger is smoother
@@ -127,12 +132,13 @@ def fourier_masks(lam,                   # (n,) shares of pixels each mask keeps
         if m.sum() != k: m[:] = False; m[np.argsort(-v, kind='stable')[:k]] = True     # a tie at the threshold
     return masks.reshape(-1, H, W)
 
-# %% ../nbs/10_beyond.ipynb #69a23420
+# %% ../nbs/10_beyond.ipynb #80df53ff
 @dataclass
 class MaskParams(MixParams):
     "`MixParams` whose pasting (`cutmix`) draws take the partner's pixels where their mask is False, not inside a box"
     masks: np.ndarray = None   # (n, H, W) bool: True where the element keeps its own pixel
 
+# %% ../nbs/10_beyond.ipynb #3b46201d
 @patch
 def per_element(self:MaskParams)->MaskParams:
     "The same call with one entry, and one mask, per element"
@@ -140,7 +146,7 @@ def per_element(self:MaskParams)->MaskParams:
     masks = np.where((d >= 0)[:, None, None], self.masks[np.maximum(d, 0)], True)
     return MaskParams(e.lam, e.mixup, e.cutmix, e.boxes, 'elem', e.batch_size, masks)
 
-# %% ../nbs/10_beyond.ipynb #4dd700f4
+# %% ../nbs/10_beyond.ipynb #de80065c
 class FMix(_Mixer):
     "FMix (Harris et al., 2020): the partner's pixels where low-frequency noise is low, a share `1-lam ~ Beta`"
     def __init__(self,
@@ -167,7 +173,7 @@ class FMix(_Mixer):
 
     def _draw_for(self, x): return self.draw(len(x), x.shape)
 
-# %% ../nbs/10_beyond.ipynb #5f55e61d
+# %% ../nbs/10_beyond.ipynb #08acda72
 def fmix_reference(x:torch.Tensor, # batch (B, C, H, W)
                    p:MaskParams,   # `FMix`'s draws: which elements paste, and their masks
                   )->torch.Tensor:  # a new tensor
@@ -185,14 +191,15 @@ def _mix_(self:FMix, x, p):
 
 FMix.reference = staticmethod(fmix_reference)
 
-# %% ../nbs/10_beyond.ipynb #70502976
+# %% ../nbs/10_beyond.ipynb #53ef0cc4
 _GREY = (0.299, 0.587, 0.114)   # OpenCV's weights of R, G, B in grey
 
 def _gauss5(s, sigma=8.):
-    "OpenCV's `GaussianBlur(5x5, sigma)` of (n, h, w) maps, edges reflected"
-    g = torch.exp(-torch.arange(-2., 3., device=s.device) ** 2 / (2 * sigma ** 2)); g = g / g.sum()
-    s = F.pad(s[:, None], (2, 2, 2, 2), mode='reflect')
-    return F.conv2d(F.conv2d(s, g.view(1, 1, 1, 5)), g.view(1, 1, 5, 1))[:, 0]
+    "OpenCV's `GaussianBlur(5x5, sigma)` of (n, h, w) maps, edges reflected: five shifted copies per direction"
+    g = torch.exp(-torch.arange(-2., 3.) ** 2 / (2 * sigma ** 2)); g = (g / g.sum()).tolist()
+    (h, w), s = s.shape[-2:], F.pad(s[:, None], (2, 2, 2, 2), mode='reflect')[:, 0]
+    s = sum(g[k] * s[:, k:k + h] for k in range(5))                 # down the rows
+    return sum(g[k] * s[:, :, k:k + w] for k in range(5))           # along the columns
 
 def saliency_map(x:torch.Tensor, # images (B, C, H, W), C = 1 or 3
                  size:int=64,    # side of the map
@@ -206,7 +213,7 @@ def saliency_map(x:torch.Tensor, # images (B, C, H, W), C = 1 or 3
     s = _gauss5(torch.fft.ifft2(torch.polar(residual.exp(), f.angle())).abs() ** 2)
     return s / s.flatten(1).amax(1).view(-1, 1, 1)
 
-# %% ../nbs/10_beyond.ipynb #82457ae4
+# %% ../nbs/10_beyond.ipynb #eba6909f
 @dataclass
 class SaliencyParams(MixParams):
     "`MixParams` of CutMix draws whose boxes are centred on the partners' saliency peaks"
@@ -244,7 +251,7 @@ class SaliencyMix(_Mixer):
 
 SaliencyMix.reference = staticmethod(mix_reference)
 
-# %% ../nbs/10_beyond.ipynb #3e6190c4
+# %% ../nbs/10_beyond.ipynb #a283afa8
 class MixChoice:
     "One of `methods` per call, drawn with probabilities `p`"
     def __init__(self,
