@@ -1,5 +1,5 @@
 "mixcut_train: flags wired as timm's train.py, mixing off at --mixup-off-epoch, exact resume, DDP, safe downloads, bad input"
-import hashlib, http.server, io, json, os, re, signal, socketserver, subprocess, sys, tarfile, threading, time, contextlib
+import csv, hashlib, http.server, io, json, os, re, signal, socketserver, subprocess, sys, tarfile, threading, time, contextlib
 from pathlib import Path
 import numpy as np, pytest, torch
 from timm.data import mixup as tm
@@ -174,6 +174,28 @@ def image_folder(root, corrupt=False, empty_class=False, only_train=False, trunc
     (lambda p: image_folder(p), '{d} --hflip nan', '--hflip'),
     (lambda p: image_folder(p), '{d} --bce-target-thresh 5', '--bce-target-thresh must be in [0, 1)'),
     (lambda p: image_folder(p), '{d} --mixup-switch-prob -1', '--mixup-switch-prob'),
+    (lambda p: image_folder(p), '{d} --fmix 1 --collate-mixup', 'drop it for --fmix'),
+    (lambda p: image_folder(p), '{d} --resizemix --mixup-mode half', "--mixup-mode half is timm's Mixup's alone"),
+    (lambda p: image_folder(p), '{d} --fmix -1', '--fmix must be a finite number >= 0'),
+    (lambda p: image_folder(p), '{d} --fmix 1 --fmix-decay nan', '--fmix-decay must be'),
+    (lambda p: image_folder(p), '{d} --saliencymix inf', '--saliencymix must be'),
+    (lambda p: image_folder(p), '{d} --resizemix --resizemix-scale 0.8 0.2', '--resizemix-scale must have 0 < LO <= HI <= 1'),
+    (lambda p: image_folder(p), '{d} --resizemix --resizemix-scale 0 0.5', '--resizemix-scale'),
+    (lambda p: image_folder(p), '{d} --resizemix --mix-weights fmix=1', 'fmix is not on'),
+    (lambda p: image_folder(p), '{d} --resizemix --fmix 1 --mix-weights fmix=x', 'NAME=W'),
+    (lambda p: image_folder(p), '{d} --resizemix --mixup-mode pair -b 3', 'even --batch-size'),
+    (lambda p: image_folder(p), '{d} --scale 0 1', '--scale must have'),
+    (lambda p: image_folder(p), '{d} --label-noise 1', '--label-noise must be in [0, 1), got 1.0'),
+    (lambda p: image_folder(p), '{d} --label-noise -0.1', '--label-noise must be in [0, 1)'),
+    (lambda p: image_folder(p), '{d} --label-noise lots', 'argument --label-noise: expected a number'),
+    (lambda p: image_folder(p), '{d} --label-noise 0,0.2', '--label-noise takes one value without --compare'),
+    (lambda p: image_folder(p), '{d} --seeds 3', '--seeds 3 needs --compare'),
+    (lambda p: image_folder(p), '{d} --compare', '--compare needs mixing flags'),
+    (lambda p: image_folder(p), '{d} --compare none,cutout', "'cutout' is not a method"),
+    (lambda p: image_folder(p), '{d} --compare none,fmix,none', 'named twice'),
+    (lambda p: image_folder(p), '{d} --compare none,fmix --seeds 0', '--seeds must be >= 1'),
+    (lambda p: image_folder(p), '{d} --compare none,fmix --label-noise 0,1.5', '--label-noise must be in [0, 1)'),
+    (lambda p: image_folder(p), '{d} --compare none,fmix --resume x.pt', '--resume continues one run'),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make, flags, match):
     d = make(tmp_path / 'data') if make else None
@@ -368,3 +390,104 @@ def test_an_image_unreadable_during_training_stops_the_run_naming_it(tmp_path, c
                         re.escape(f" bytes not processed) (stopped in epoch 2 of 2; the checkpoint of epoch 1 is intact: "
                                   f"continue with --resume {out}/checkpoint.pt)"), err[-1]), err[-1]
     assert torch.load(out / 'checkpoint.pt', weights_only=True)['epoch'] == 0
+
+# ---- the methods beyond timm, label noise, and comparisons of methods and seeds ----
+
+from mixcut_nb.beyond import ResizeMix, FMix, SaliencyMix, MixChoice
+FAST = '--epochs 2 --max-steps 2 -b 16 --img-size 16 --model test_resnet --workers 0 --no-progress'
+
+@pytest.mark.parametrize('flags, kinds, p', [
+    ('--resizemix', ['ResizeMix'], None),
+    ('--resizemix --resizemix-scale 0.3 0.6', ['ResizeMix'], None),
+    ('--fmix 0.5 --fmix-decay 2', ['FMix'], None),
+    ('--saliencymix 2', ['SaliencyMix'], None),
+    ('--mixup 0.2 --cutmix 1 --fmix 1', ['Mixup', 'FMix'], [0.5, 0.5]),
+    ('--cutmix 1 --resizemix --fmix 1 --saliencymix 1', ['Mixup', 'ResizeMix', 'FMix', 'SaliencyMix'], [0.25] * 4),
+    ('--resizemix --saliencymix 1 --mix-weights saliencymix=3', ['ResizeMix', 'SaliencyMix'], [0.25, 0.75]),
+    ('--mixup 1 --fmix 1 --mix-weights mixup=0 fmix=2', ['Mixup', 'FMix'], [0., 1.]),
+])
+def test_method_flags_build_their_methods(flags, kinds, p):
+    args = parse(flags + ' --mixup-prob 0.7 --mixup-mode elem --smoothing 0.2')
+    fn, collate_fn = T.build_mixing(args, 7)
+    methods = fn.methods if isinstance(fn, MixChoice) else [fn]
+    assert collate_fn is None and [type(m).__name__ for m in methods] == kinds
+    if p is not None: assert isinstance(fn, MixChoice) and np.allclose(fn.p, p)
+    for m in methods: assert (m.mix_prob, m.mode, m.label_smoothing, m.num_classes, m.mixup_enabled) == (0.7, 'elem', 0.2, 7, True)
+    for m in methods:
+        if isinstance(m, ResizeMix): assert m.scale == tuple(args.resizemix_scale)
+        if isinstance(m, FMix): assert (m.alpha, m.decay_power) == (args.fmix, args.fmix_decay)
+        if isinstance(m, SaliencyMix): assert m.alpha == args.saliencymix
+    assert T.mixing_active(args) and type(T.build_loss(args)) is SoftTargetCrossEntropy
+
+def test_mixup_off_epoch_switches_every_method_off(tmp_path):
+    h = T.train(parse(f'--resizemix --fmix 1 --saliencymix 1 --cutmix 1 --mixup-off-epoch 1 {FAST} --output {tmp_path}'))
+    assert [r['mixing'] for r in h] == [True, False]
+
+def test_the_start_line_names_the_methods(tmp_path, capsys):
+    T.train(parse(f'--cutmix 1 --fmix 1 --mix-weights fmix=3 --label-noise 0.25 {FAST} --epochs 1 --output {tmp_path}'))
+    first = capsys.readouterr().err.splitlines()[0]
+    assert 'mixing on the batch (one per batch of Mixup 25%, FMix 75%), label noise 25% (360 of 1438 training labels)' in first, first
+
+@pytest.mark.parametrize('p', [0.2, 0.5])
+def test_label_noise_moves_a_share_of_training_labels_only(cache, p):
+    clean_tr, clean_val = T.make_loaders(T._resolve(parse('--workers 0')), cache)
+    tr, val = T.make_loaders(T._resolve(parse(f'--label-noise {p} --seed 3 --workers 0')), cache)
+    y0, y = np.array(clean_tr.dataset.targets), np.array(tr.dataset.targets)
+    assert (y != y0).sum() == round(p * len(y)) == tr.dataset.noisy_labels          # the share asked for, each one moved
+    assert [t for _, t in tr.dataset.samples] == y.tolist() and [tr.dataset[i][1] for i in range(0, len(y), 97)] == y[::97].tolist()
+    assert [path for path, _ in tr.dataset.samples] == [path for path, _ in clean_tr.dataset.samples]
+    assert val.dataset.samples == clean_val.dataset.samples and val.dataset.targets == clean_val.dataset.targets   # validation untouched
+    again, _ = T.make_loaders(T._resolve(parse(f'--label-noise {p} --seed 3 --workers 2')), cache, rank=1, world=2)
+    assert again.dataset.targets == y.tolist()                                       # the same seed: the same labels, in any process
+    other, _ = T.make_loaders(T._resolve(parse(f'--label-noise {p} --seed 4 --workers 0')), cache)
+    assert other.dataset.targets != y.tolist()
+
+def test_noisy_labels_go_to_every_other_class_alike():
+    from scipy.stats import chisquare
+    y = np.repeat(np.arange(10), 1000)
+    noisy = T.noisy_labels(y, 10, 0.3, seed=0)
+    moved = noisy != y
+    assert moved.sum() == 3000 and moved.mean() == 0.3
+    shift = (noisy[moved] - y[moved]) % 10
+    assert shift.min() >= 1                                                           # never its own class
+    assert chisquare(np.bincount(shift, minlength=10)[1:]).pvalue > 1e-3              # 1..9 steps away alike
+    assert chisquare(np.bincount(y[moved], minlength=10)).pvalue > 1e-3              # every class loses labels alike
+    assert (T.noisy_labels(y, 10, 0., seed=0) == y).all()
+    with pytest.raises(ValueError, match='`p`'): T.noisy_labels(y, 10, 1.)
+
+def test_label_noise_is_recorded(tmp_path):
+    T.train(parse(f'--label-noise 0.3 {FAST} --epochs 1 --output {tmp_path}'))
+    s = json.loads((tmp_path / 'summary.json').read_text())
+    assert (s['label_noise'], s['noisy_labels']) == (0.3, round(0.3 * 1438))
+
+def test_compare_of_methods_seeds_and_noise_levels_writes_its_table(tmp_path, capsys):
+    out = tmp_path / 'cmp'
+    T.main(f'--compare none,fmix,mixup+resizemix --seeds 2 --label-noise 0,0.4 {FAST} --output {out}'.split())
+    outs = capsys.readouterr()
+    runs = list(csv.DictReader((out / 'compare.csv').open()))
+    assert [(r['label_noise'], r['method'], r['seed']) for r in runs] == [
+        (p, m, s) for p in ('0.0', '0.4') for m in ('none', 'fmix', 'mixup+resizemix') for s in ('42', '43')]
+    for r in runs:
+        d = Path(r['output'])
+        assert d == out / f"noise{float(r['label_noise']):g}" / r['method'] / f"seed{r['seed']}"
+        s = json.loads((d / 'summary.json').read_text())
+        assert (s['args']['seed'], s['label_noise'], s['epochs']) == (int(r['seed']), float(r['label_noise']), 2)
+        assert float(r['best_top1']) == s['best_top1'] and float(r['last_top1']) == s['last']['top1']
+    on = {r['method']: json.loads((Path(r['output']) / 'summary.json').read_text())['args'] for r in runs}
+    assert (on['none']['fmix'], on['fmix']['fmix'], on['fmix']['mixup'], on['mixup+resizemix']['mixup'], on['mixup+resizemix']['resizemix']) == (0., 1., 0., 1., True)
+    summary = json.loads((out / 'compare.json').read_text())['summary']
+    assert len(summary) == 6 and all(r['seeds'] == 2 for r in summary)
+    fmix = [float(r['best_top1']) for r in runs if (r['method'], r['label_noise']) == ('fmix', '0.4')]
+    row = next(r for r in summary if (r['method'], r['label_noise']) == ('fmix', 0.4))
+    assert np.isclose(row['best_mean'], np.mean(fmix)) and np.isclose(row['best_std'], np.std(fmix, ddof=1))
+    table = outs.out.strip().splitlines()
+    assert table[0].split() == ['label', 'noise', 'method', 'best', 'top-1', '(%)', 'last', 'top-1', '(%)', 'seeds'] and len(table) == 7
+    assert table[-1].split()[:2] == ['40%', 'mixup+resizemix'] and table[-1].split()[-1] == '2'
+    assert sum(l.startswith('[') for l in outs.err.splitlines()) == 12                # one line per run
+    assert (out / 'compare.png').stat().st_size > 0
+
+def test_plain_compare_still_trains_off_then_on(tmp_path):
+    runs = T.compare(parse(f'--compare --mixup 0.5 --fmix 1 {FAST} --output {tmp_path}'))
+    assert [r['method'] for r in runs] == ['off', 'on'] and [r['output'] for r in runs] == [str(tmp_path / 'off'), str(tmp_path / 'on')]
+    assert [h['mixing'] for h in runs[0]['history']] == [False, False] and [h['mixing'] for h in runs[1]['history']] == [True, True]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['compare.csv', 'compare.json', 'compare.png', 'off', 'on']
