@@ -44,17 +44,17 @@ def _per_sample(f, setup, device, target_s=2e-3):
     setup(0); _sync(device); t0 = time.perf_counter(); f(); _sync(device)
     return max(1, min(200, int(target_s / max(time.perf_counter() - t0, 1e-7))))
 
-def time_calls(fns:dict, setup, repeats:int, device, number:dict=None, sync:bool=True):
-    "Best time in ms per call of each function in `fns`, `number[name]` calls a sample, interleaved; `setup(r)` runs untimed before each sample"
-    best, number = dict.fromkeys(fns, float('inf')), number or dict.fromkeys(fns, 1)
+def time_calls(fns:dict, setup, repeats:int, device, number:dict=None, sync:bool=True, stat=min):
+    "Time in ms per call of each function in `fns`, the `stat` (best) of `repeats` samples of `number[name]` calls, interleaved; `setup(r)` runs untimed before each sample"
+    times, number = {k: [] for k in fns}, number or dict.fromkeys(fns, 1)
     for r in range(repeats):
         for name, f in fns.items():
             setup(r); _sync(device)
             t0 = time.perf_counter()
             for _ in range(number[name]): f()
             if sync: _sync(device)
-            best[name] = min(best[name], (time.perf_counter() - t0) * 1e3 / number[name])
-    return best
+            times[name].append((time.perf_counter() - t0) * 1e3 / number[name])
+    return {k: float(stat(v)) for k, v in times.items()}
 
 # %% ../nbs/06_bench.ipynb #67016cd0
 def _bench(label, classes, call, floor, restore, modes, kinds, repeats, device, progress, memory=True):
@@ -148,7 +148,7 @@ def run(argv=None)->list:
     if a.threads: torch.set_num_threads(a.threads)
     if a.beyond:
         with use_kernel(a.kernel): rows = bench_beyond(a.batch_size, a.img_size, a.repeats, a.modes, a.seed)
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, batch {a.batch_size}x3x{a.img_size}x{a.img_size} float32, best of {a.repeats}")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, batch {a.batch_size}x3x{a.img_size}x{a.img_size} float32, median of {a.repeats}")
         print(format_beyond(rows))
         return rows
     with use_kernel(a.kernel):
@@ -186,12 +186,12 @@ def bench_beyond(batch_size=128, img_size=224, repeats=7, modes=('batch', 'pair'
                ('CutMix', pkg.CutMix(), lambda m: Mixup(mixup_alpha=0., cutmix_alpha=1., mode=m))]
     rows, bar = [], _progress(total=len(methods) * len(modes), desc='bench', unit='case', disable=not progress)
     for name, theirs, ours in methods:
-        t_pkg = time_calls({'pkg': lambda: theirs(x, y1h)}, restore, max(1, repeats // 2) if name == 'SaliencyMix' else repeats, torch.device('cpu'))['pkg']
+        t_pkg = time_calls({'pkg': lambda: theirs(x, y1h)}, restore, 3 if name == 'SaliencyMix' else repeats, torch.device('cpu'), stat=np.median)['pkg']
         for mode in modes:
             fn = ours(mode)
             fns = dict(ours=lambda: fn(x, y), floor=lambda: x.mul_(1.0))
             number = {k: _per_sample(f, restore, torch.device('cpu')) for k, f in fns.items()}
-            t = time_calls(fns, restore, repeats, torch.device('cpu'), number)
+            t = time_calls(fns, restore, repeats, torch.device('cpu'), number, stat=np.median)
             rows.append(dict(case=f'{name} {mode}', pkg_ms=t_pkg, ours_ms=t['ours'], speedup=t_pkg / t['ours'],
                              floor_ms=t['floor'], floor_ratio=t['ours'] / t['floor']))
             bar.update()
