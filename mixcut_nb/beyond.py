@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np, torch
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .core import _check_real, _check_int, _img_hw, _clip_box, _draws
+from .core import _check_real, _check_int, _img_hw, _clip_box, _box_lam, _draws
 from .mixing import Mixup, MixParams, mix_reference, _check_batch, _kernel, _mix_
 from . import fused
 
@@ -242,8 +242,9 @@ class SaliencyMix(_Mixer):
         cy, cx = (2 * (peak // size) + 1) * H // (2 * size), (2 * (peak % size) + 1) * W // (2 * size)   # the cell's centre
         ratio = np.sqrt(1 - lam)
         boxes = np.stack(_clip_box(cy, cx, (H * ratio).astype(np.int64), (W * ratio).astype(np.int64), H, W), 1)
-        cut = on & ((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2]) > 0)
-        lam = self._lam(np.where(cut, 1. - (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2]) / (H * W), 1.))
+        box_lam = _box_lam(boxes.T, (H, W))                 # 1 - the box's area over the image's
+        cut = on & (box_lam < 1)
+        lam = self._lam(np.where(cut, box_lam, 1.))
         return SaliencyParams(lam, np.zeros(n, bool), cut, boxes * cut[:, None], self.mode, B, np.stack([cy, cx], 1))
 
     def _draw_for(self, x): return self.draw(x)
