@@ -28,6 +28,7 @@ def _check_int(name, v, lo=1):
     if v < lo: raise ValueError(f"`{name}` must be >= {lo}, got {v!r}")
     return v
 
+# %% ../nbs/00_core.ipynb #85d3d426
 def _check_count(count):
     "`count` if it is `None` or an integer >= 0 (a number of boxes), else an error naming it"
     return count if count is None else _check_int('count', count, 0)
@@ -35,48 +36,68 @@ def _check_count(count):
 def _check_minmax(name, minmax):
     "`minmax` if it is two increasing ratios in [0, 1], else an error naming `name`"
     msg = f"`{name}` must be two ratios (min, max) with 0 <= min < max <= 1, got {minmax!r}"
-    if isinstance(minmax, (str, bytes)) or not hasattr(minmax, '__len__') or len(minmax) != 2: raise ValueError(msg)
-    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) for v in minmax): raise TypeError(msg)
+    if isinstance(minmax, (str, bytes)) or not hasattr(minmax, '__len__') or len(minmax) != 2:
+        raise ValueError(msg)
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) for v in minmax):
+        raise TypeError(msg)
     lo, hi = minmax
     if not (0 <= lo < hi <= 1): raise ValueError(msg)   # NaN fails too
     return minmax
 
-def _check_batch(x, name='x', floating=False):
-    "`x` if it is a (B, C, H, W) tensor (of floats if `floating`), else an error naming `name`"
-    if not isinstance(x, torch.Tensor): raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4: raise ValueError(f"`{name}` must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
-    if floating and not x.is_floating_point(): raise TypeError(f"`{name}` must be a floating point tensor, got {x.dtype}")
+# %% ../nbs/00_core.ipynb #4c3e0f98
+def _check_batch(x, name='x', dtypes='any', in_place=False):
+    "`x` if it is a batch (B, C, H, W) of `dtypes`; `in_place`: also non-empty, no elements sharing memory"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"`{name}` must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
+    uint8_ok = dtypes == 'floating point or uint8' and x.dtype == torch.uint8
+    if not (dtypes == 'any' or x.is_floating_point() or uint8_ok):
+        raise TypeError(f"`{name}` must be a {dtypes} tensor, got {x.dtype}")
+    if in_place and len(x) == 0: raise ValueError(f"`{name}` is an empty batch")
+    if in_place and x.device.type != 'meta' and torch._debug_has_internal_overlap(x) == 1:
+        raise ValueError(f"`{name}` has elements that share memory (e.g. made by `expand`), "
+                         "so it can't be mixed in place")
     return x
 
+# %% ../nbs/00_core.ipynb #f7dd1c91
 def _check_bbox(bbox, img_shape):
-    "`bbox` if it is four integers `(yl, yh, xl, xh)` of a box inside `img_shape`'s (H, W), else an error naming it"
+    "`bbox` if it is four integers `(yl, yh, xl, xh)` inside `img_shape`'s (H, W); else an error naming it"
     H, W = img_shape[-2:]
-    msg = f"`bbox` must be four integers (yl, yh, xl, xh) with 0 <= yl <= yh <= {H} and 0 <= xl <= xh <= {W}, got {bbox!r}"
+    msg = (f"`bbox` must be four integers (yl, yh, xl, xh) with 0 <= yl <= yh <= {H} and "
+           f"0 <= xl <= xh <= {W}, got {bbox!r}")
     if isinstance(bbox, torch.Tensor): bbox = bbox.tolist()
     if isinstance(bbox, (str, bytes)) or not hasattr(bbox, '__len__'): raise TypeError(msg)
     if len(bbox) != 4: raise ValueError(msg)
-    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) for v in bbox): raise TypeError(msg)
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) for v in bbox):
+        raise TypeError(msg)
     yl, yh, xl, xh = bbox
     if not (0 <= yl <= yh <= H and 0 <= xl <= xh <= W): raise ValueError(msg)
     return bbox
 
+# %% ../nbs/00_core.ipynb #394044f7
 def _class_ids(x, num_classes, name='target'):
     "`x` if it holds whole class ids in `[0, num_classes)`, else an error naming `name`"
-    if not isinstance(x, torch.Tensor): raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype == torch.bool or x.is_complex(): raise TypeError(f"`{name}` must hold integer class ids, got dtype {x.dtype}")
-    if x.device.type != 'cpu':    # no read back, which would wait for the device: the device checks, and stops on a bad id
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"`{name}` must hold integer class ids, got dtype {x.dtype}")
+    if x.device.type != 'cpu':    # no read back (it would wait): the device checks, and stops on a bad id
         ok = (x >= 0) & (x < num_classes) & (x == x.trunc() if x.is_floating_point() else True)
         torch._assert_async(ok.all(), f"`{name}` must hold whole class ids in [0, {num_classes})")
         return x
-    if x.is_floating_point() and not torch.equal(x, x.trunc()): raise ValueError(f"`{name}` must hold whole class ids, got fractional or NaN values")
+    if x.is_floating_point() and not torch.equal(x, x.trunc()):
+        raise ValueError(f"`{name}` must hold whole class ids, got fractional or NaN values")
     if x.numel():
         lo, hi = torch.stack(torch.aminmax(x)).tolist()
-        if lo < 0 or hi >= num_classes: raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got values from {lo} to {hi}")
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got "
+                             f"values from {lo} to {hi}")
     return x
 
 # %% ../nbs/00_core.ipynb #fa18f5f7
 def _cache_dir():
-    "Where mixcut_nb keeps what it generates (data sets, the compiled CPU loop): `$MIXCUT_NB_CACHE`, else `$XDG_CACHE_HOME/mixcut_nb`, else `~/.cache/mixcut_nb`"
+    "Where mixcut_nb keeps its data: `$MIXCUT_NB_CACHE`, else `mixcut_nb` in `$XDG_CACHE_HOME` or `~/.cache`"
     if os.environ.get('MIXCUT_NB_CACHE'): return Path(os.environ['MIXCUT_NB_CACHE'])
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'mixcut_nb'
 
@@ -85,7 +106,7 @@ def mixup(x:torch.Tensor, # batch (B, C, H, W), floating point
           lam:float,      # weight each image keeps of itself, in [0, 1]
          )->torch.Tensor:  # `x*lam + x.flip(0)*(1-lam)`, a new tensor
     "Blend each image of `x` with its partner in `x.flip(0)`"
-    _check_batch(x, floating=True); _check_real('lam', lam, 0., 1.)
+    _check_batch(x, dtypes='floating point'); _check_real('lam', lam, 0., 1.)
     return x * lam + x.flip(0) * (1. - lam)
 
 # %% ../nbs/00_core.ipynb #43cfcf02
@@ -108,31 +129,45 @@ def _one_hot(x, num_classes, on_value, off_value):
 def _smooth_target(target, num_classes, smoothing=0., multi_label=False):
     "Unmixed target rows (B, num_classes), smoothed; errors name `target`"
     _check_int('num_classes', num_classes); _check_real('smoothing', smoothing, 0., 1.)
-    if not isinstance(target, torch.Tensor): raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}")
-    if target.ndim == 2:
-        if target.shape[1] != num_classes:
-            raise ValueError(f"`target` rows must have num_classes={num_classes} columns, got shape {tuple(target.shape)}")
-        if target.is_complex(): raise TypeError(f"`target` rows must be real, got dtype {target.dtype}")
-    elif multi_label: raise ValueError('Multi-label mixup expects dense targets shaped (batch, num_classes).')   # timm's words
-    elif target.ndim != 1: raise ValueError(f"`target` must be class ids (B,) or rows (B, num_classes), got shape {tuple(target.shape)}")
-    if multi_label: return target.float() * (1. - smoothing) + 0.5 * smoothing   # timm: multi-hot rows, smoothed towards 0.5
+    _check_target_shape(target, num_classes, multi_label)
+    if multi_label: return target.float() * (1. - smoothing) + 0.5 * smoothing   # timm: smoothed towards 0.5
     off_value = smoothing / num_classes
     on_value = 1. - smoothing + off_value
-    if target.ndim == 1: return _one_hot(_class_ids(target, num_classes, 'target'), num_classes, on_value, off_value)
+    if target.ndim == 1:
+        return _one_hot(_class_ids(target, num_classes, 'target'), num_classes, on_value, off_value)
     t = target.float()
     return t * on_value + (1. - t) * off_value   # exactly `one_hot`'s values on one-hot rows
 
+def _check_target_shape(target, num_classes, multi_label):
+    "An error naming `target` unless it is class ids (B,) or rows (B, num_classes), rows if `multi_label`"
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}")
+    if target.ndim == 2:
+        if target.shape[1] != num_classes:
+            raise ValueError(f"`target` rows must have num_classes={num_classes} columns, got shape "
+                             f"{tuple(target.shape)}")
+        if target.is_complex(): raise TypeError(f"`target` rows must be real, got dtype {target.dtype}")
+    elif multi_label:
+        raise ValueError('Multi-label mixup expects dense targets shaped (batch, num_classes).')   # timm's
+    elif target.ndim != 1:
+        raise ValueError(f"`target` must be class ids (B,) or rows (B, num_classes), got shape "
+                         f"{tuple(target.shape)}")
+
+# %% ../nbs/00_core.ipynb #e8d8d16d
 def _mix_target(y1, lam):
     "Blend target rows `y1` with their mirror `y1.flip(0)` by `lam` (a float or a (B,1) tensor)"
     return y1 * lam + y1.flip(0) * (1. - lam)
 
 def _check_lam(lam, rows):
-    "`lam` if it is a weight in [0, 1] or a floating point tensor of them shaped (`rows`, 1), else an error naming it"
+    "`lam` if it is a weight in [0, 1], or a float tensor of them shaped (`rows`, 1); else an error naming it"
     if not isinstance(lam, torch.Tensor): return _check_real('lam', lam, 0., 1.)
-    if not lam.is_floating_point(): raise TypeError(f"`lam` must be a float or a floating point tensor, got dtype {lam.dtype}")
+    if not lam.is_floating_point():
+        raise TypeError(f"`lam` must be a float or a floating point tensor, got dtype {lam.dtype}")
     if tuple(lam.shape) not in ((), (1,), (1, 1), (rows, 1)):
-        raise ValueError(f"`lam` must be a float or a tensor shaped ({rows}, 1), got shape {tuple(lam.shape)}")
-    if not bool(((lam >= 0) & (lam <= 1)).all()): raise ValueError("`lam` must hold weights in [0, 1], got values outside it or NaN")
+        raise ValueError(f"`lam` must be a float or a tensor shaped ({rows}, 1), got "
+                         f"shape {tuple(lam.shape)}")
+    if not bool(((lam >= 0) & (lam <= 1)).all()):
+        raise ValueError("`lam` must hold weights in [0, 1], got values outside it or NaN")
     return lam
 
 # %% ../nbs/00_core.ipynb #38798471
@@ -160,10 +195,12 @@ def _draws(rng=None):
     if rng is None: return np.random
     if rng is np.random or isinstance(rng, (np.random.RandomState, _GeneratorDraws)): return rng
     if isinstance(rng, np.random.Generator): return _GeneratorDraws(rng)
-    raise TypeError(f"`rng` must be None, a numpy.random.Generator or a numpy.random.RandomState, got {type(rng).__name__}")
+    raise TypeError("`rng` must be None, a numpy.random.Generator or a numpy.random.RandomState, "
+                    f"got {type(rng).__name__}")
 
+# %% ../nbs/00_core.ipynb #10f5e121
 def _img_hw(img_shape, name='img_shape'):
-    "The trailing (H, W) of `img_shape` (a tuple, list, `torch.Size` or 1-d array), checked; their types are kept"
+    "The trailing (H, W) of `img_shape` (a tuple, list, `torch.Size` or 1-d array), checked, types kept"
     if not isinstance(img_shape, (tuple, list, np.ndarray)) or np.ndim(img_shape) != 1:
         raise TypeError(f"`{name}` must be a tuple (..., H, W), got {type(img_shape).__name__} {img_shape!r}")
     if len(img_shape) < 2: raise ValueError(f"`{name}` must end with (H, W), got {tuple(img_shape)!r}")
@@ -173,13 +210,12 @@ def _img_hw(img_shape, name='img_shape'):
     if min(hw) < 1: raise ValueError(f"`{name}` must end with sizes (H, W) >= 1, got {tuple(img_shape)!r}")
     return hw
 
-def _clip_box(cy, cx, cut_h, cut_w, img_h, img_w):
-    "Box of `cut_h x cut_w` centred on `(cy, cx)`, clipped to the image; works on scalars and arrays"
-    yl = np.minimum(np.maximum(cy - cut_h // 2, 0), img_h)
-    yh = np.minimum(np.maximum(cy + (cut_h + 1) // 2, 0), img_h)
-    xl = np.minimum(np.maximum(cx - cut_w // 2, 0), img_w)
-    xh = np.minimum(np.maximum(cx + (cut_w + 1) // 2, 0), img_w)
-    return yl, yh, xl, xh
+# %% ../nbs/00_core.ipynb #9eedcb25
+def _clip_box(cy, cx, cut_h, cut_w, img_h, img_w, maximum=np.maximum, minimum=np.minimum):
+    "Box of `cut_h x cut_w` centred on `(cy, cx)`, clipped to the image; `max`, `min` for plain numbers"
+    def clip(v, hi): return minimum(maximum(v, 0), hi)
+    return (clip(cy - cut_h // 2, img_h), clip(cy + (cut_h + 1) // 2, img_h),
+            clip(cx - cut_w // 2, img_w), clip(cx + (cut_w + 1) // 2, img_w))
 
 # %% ../nbs/00_core.ipynb #b408ae25
 def rand_bbox(img_shape:tuple, # (..., H, W)
@@ -205,18 +241,21 @@ def rand_bbox(img_shape:tuple, # (..., H, W)
 def rand_bbox_minmax(img_shape:tuple, # (..., H, W)
                      minmax:tuple,    # (min, max) ratios of each side, 0 <= min < max <= 1
                      count:int=None,  # number of boxes, `None` for one
-                     rng=None,        # `numpy.random.Generator` or `RandomState`; `None`: the global `np.random`
+                     rng=None,        # numpy `Generator` or `RandomState`; `None`: the global `np.random`
                     )->tuple:          # `(yl, yh, xl, xh)`, half-open, inside the image
     "Random CutMix box with sides a ratio in `minmax` of the image's (timm's `rand_bbox_minmax`)"
     return _bbox_minmax(img_shape, minmax, count, rng, 'minmax')
 
+# %% ../nbs/00_core.ipynb #3163ee1b
 def _minmax_sides(img_shape, minmax, name='minmax'):
-    "`(img_h, img_w, lo_h, hi_h, lo_w, hi_w)`: the box sides `minmax` allows in an image of `img_shape`; errors name `name`"
+    "`(img_h, img_w, lo_h, hi_h, lo_w, hi_w)`: the sides `minmax` allows in `img_shape`; errors name `name`"
     img_h, img_w = _img_hw(img_shape)
     _check_minmax(name, minmax)
-    lo_h, hi_h, lo_w, hi_w = int(img_h * minmax[0]), int(img_h * minmax[1]), int(img_w * minmax[0]), int(img_w * minmax[1])
+    lo_h, hi_h = int(img_h * minmax[0]), int(img_h * minmax[1])
+    lo_w, hi_w = int(img_w * minmax[0]), int(img_w * minmax[1])
     if lo_h >= hi_h or lo_w >= hi_w:
-        raise ValueError(f"`{name}`={tuple(minmax)} leaves no box size to draw from in a {img_h}x{img_w} image")
+        raise ValueError(f"`{name}`={tuple(minmax)} leaves no box size to draw from in a "
+                         f"{img_h}x{img_w} image")
     return img_h, img_w, lo_h, hi_h, lo_w, hi_w
 
 def _bbox_minmax(img_shape, minmax, count, rng, name):
@@ -236,16 +275,18 @@ def _box_lam(bbox, img_shape):
     yl, yh, xl, xh = bbox
     return 1. - (yh - yl) * (xh - xl) / float(img_shape[-2] * img_shape[-1])
 
+# %% ../nbs/00_core.ipynb #79016599
 def cutmix_bbox_and_lam(img_shape:tuple,    # (..., H, W)
                         lam:float,          # drawn weight
                         ratio_minmax=None,  # (min, max) side ratios: Darknet-style boxes instead
                         correct_lam:bool=True, # return the area the box really leaves
                         count:int=None,     # number of boxes, `None` for one
-                        rng=None,           # `numpy.random.Generator` or `RandomState`; `None`: the global `np.random`
+                        rng=None,           # `numpy.random.Generator` or `RandomState`; `None`: `np.random`
                        )->tuple:             # `((yl, yh, xl, xh), lam)`
     "A CutMix box and the `lam` it leaves (timm's `cutmix_bbox_and_lam`)"
     _check_real('lam', lam, 0., 1.)
-    if ratio_minmax is not None: bbox = _bbox_minmax(img_shape, ratio_minmax, count, rng, 'ratio_minmax')
+    if ratio_minmax is not None:
+        bbox = _bbox_minmax(img_shape, ratio_minmax, count, rng, 'ratio_minmax')
     else: bbox = rand_bbox(img_shape, lam, count=count, rng=rng)
     if correct_lam or ratio_minmax is not None: lam = _box_lam(bbox, img_shape)
     return bbox, lam
