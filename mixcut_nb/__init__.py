@@ -9,9 +9,11 @@ __all__ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox
 
 # %% ../nbs/index.ipynb #062ac952
 from .core import one_hot, mixup_target, mixup, cutmix, rand_bbox, rand_bbox_minmax, cutmix_bbox_and_lam
-from .mixing import MixParams, mix_reference, mix_, Mixup
+from .params import MixParams, mix_reference
+from .mixing import mix_, Mixup
 from .collate import FastCollateMixup
 from .beyond import ResizeMix, FMix, SaliencyMix, MixChoice
 from . import timm_compat   # timm's loader recognises our FastCollateMixup once timm is imported
 _all_ = ['one_hot', 'mixup_target', 'mixup', 'cutmix', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam',
-         'MixParams', 'mix_reference', 'mix_', 'Mixup', 'FastCollateMixup', 'ResizeMix', 'FMix', 'SaliencyMix', 'MixChoice']
+         'MixParams', 'mix_reference', 'mix_', 'Mixup', 'FastCollateMixup', 'ResizeMix', 'FMix', 'SaliencyMix',
+         'MixChoice']

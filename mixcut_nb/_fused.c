@@ -1,12 +1,13 @@
 /* mixcut_nb._fused: mixing a batch on the CPU in one pass. Explained in nbs/01b_fused.ipynb.
 
    Element e of a batch of B is R rows of L contiguous values. Row r shows image row h = r % H, and an image
-   column is q values of a row (q = 1 for NCHW, C for channels-last). Element e follows draw d(e) of the call's
-   draws (one for the batch, one per pair, one per element, or one per element of the first half), and is
+   column is q values of a row (q = 1 for NCHW, C for channels-last). Element e follows draw d = follows[e] of the
+   call's draws (-1: none; which draw is the mode's business, decided in Python), and is
    mixed with its partner B-1-e as op[d] says: 0 keeps it, 1 blends it, own*w[d] + partner*v[d], rounding after
    each operation as torch does, 2 pastes the partner's box: rows box[d][0] <= h < box[d][1], columns
    box[d][2]*q <= k < box[d][3]*q, or, given masks (FMix), every value whose column's byte in draw d's mask
-   (H x L/q bytes) is 0. Both elements of a pair read the other's original values. */
+   (H x L/q bytes) is 0. Both elements of a pair read the other's original values; only elements e < written
+   are written. */
 #define PY_SSIZE_T_CLEAN
 #define Py_LIMITED_API 0x030A0000
 #include <Python.h>
@@ -15,12 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { BATCH, PAIR, ELEM, HALF };                 /* which draw an element follows */
 enum { F32, F64, U8 };                            /* element types */
 static const int64_t SIZE[3] = {4, 8, 1};
 
 typedef struct {
-    int dtype, mode; int64_t B, R, L, H, q;
+    int dtype; int64_t B, R, L, H, q, written;    /* elements e >= written are not written */
+    const int64_t *follows;                       /* the draw element e follows, -1 for none */
     const char *src; int64_t src_stride; const int64_t *src_at;   /* element e at src_at[e], else src + e*src_stride */
     char *dst; int64_t dst_stride; const int64_t *dst_at;          /* likewise; a 0 in dst_at: not written */
     const int8_t *op; const double *w, *v; const int64_t *box;     /* one per draw */
@@ -28,19 +29,12 @@ typedef struct {
     int64_t lo, hi, span; char *tmp;      /* this thread's (pair, row) items, and `span` values of scratch */
 } job_t;
 
-static int64_t draw_of(const job_t *j, int64_t e) {
-    switch (j->mode) {
-    case BATCH: return 0;
-    case PAIR: return e < j->B - 1 - e ? e : j->B - 1 - e;
-    case HALF: return e < j->B / 2 ? e : -1;
-    default: return e;
-    }
-}
+static int64_t draw_of(const job_t *j, int64_t e) { return j->follows[e]; }
 static const char *src_of(const job_t *j, int64_t e) {
     return j->src_at ? (const char *)(intptr_t)j->src_at[e] : j->src + e * j->src_stride;
 }
 static char *dst_of(const job_t *j, int64_t e) {
-    if (j->mode == HALF && e >= j->B / 2) return NULL;           /* 'half' returns only the first half */
+    if (e >= j->written) return NULL;                            /* e.g. 'half' returns only the first half */
     return j->dst_at ? (char *)(intptr_t)j->dst_at[e] : j->dst + e * j->dst_stride;
 }
 
@@ -233,20 +227,24 @@ static int draws(int64_t n, const char *lam, Py_ssize_t nlam, const char *mixup,
 }
 
 static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kw[] = {"dtype", "mode", "B", "R", "L", "H", "q", "src", "src_stride", "dst", "dst_stride",
+    static char *kw[] = {"dtype", "follows", "written", "B", "R", "L", "H", "q", "src", "src_stride", "dst", "dst_stride",
                          "lam", "mixup", "cutmix", "boxes", "masks", "threads", NULL};
-    int dtype, mode, threads; long long B, R, L, H, q, ss, ds; PyObject *src, *dst;
-    const char *lam, *mixup, *cutmix, *bx, *masks; Py_ssize_t nlam, nmix, ncut, nbx, nmasks;
+    int dtype, threads; long long written, B, R, L, H, q, ss, ds; PyObject *src, *dst;
+    const char *fl, *lam, *mixup, *cutmix, *bx, *masks; Py_ssize_t nfl, nlam, nmix, ncut, nbx, nmasks;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$iiLLLLLOLOLy#y#y#y#y#i", kw, &dtype, &mode, &B, &R, &L, &H, &q, &src, &ss,
-                                     &dst, &ds, &lam, &nlam, &mixup, &nmix, &cutmix, &ncut, &bx, &nbx, &masks, &nmasks, &threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$iy#LLLLLLOLOLy#y#y#y#y#i", kw, &dtype, &fl, &nfl, &written, &B, &R, &L,
+                                     &H, &q, &src, &ss, &dst, &ds, &lam, &nlam, &mixup, &nmix, &cutmix, &ncut, &bx, &nbx,
+                                     &masks, &nmasks, &threads))
         return NULL;
-    if (!check(dtype >= F32 && dtype <= U8, "mix: unknown dtype") || !check(mode >= BATCH && mode <= HALF, "mix: unknown mode")
+    if (!check(dtype >= F32 && dtype <= U8, "mix: unknown dtype")
         || !check(B >= 0 && R >= 0 && L >= 0 && H >= 1 && q >= 1 && R % H == 0 && L % q == 0, "mix: bad layout")
-        || !check(mode != PAIR && mode != HALF ? 1 : B % 2 == 0, "mix: 'pair' and 'half' need an even batch"))
+        || !check(0 <= written && written <= B, "mix: written must be in [0, B]"))
         return NULL;
-    const int64_t n = B == 0 ? 0 : mode == BATCH ? 1 : mode == ELEM ? B : B / 2;
-    if (!check(nmix == n && ncut == n && nbx == 32 * n, "mix: lam, mixup, cutmix and boxes need one entry per draw")
+    const int64_t n = nmix, *follows = (const int64_t *)fl;
+    if (!check(nfl == 8 * B, "mix: follows needs one int64 per element")) return NULL;
+    for (int64_t e = 0; e < B; e++)
+        if (!check(-1 <= follows[e] && follows[e] < n, "mix: follows names a draw that does not exist")) return NULL;
+    if (!check(ncut == n && nbx == 32 * n, "mix: lam, mixup, cutmix and boxes need one entry per draw")
         || !check(nmasks == 0 || nmasks == n * H * (L / q), "mix: masks need H x W bytes per draw, or none")) return NULL;
     const int64_t *box = (const int64_t *)bx;
     for (int64_t d = 0; d < n; d++) {
@@ -257,7 +255,7 @@ static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
     char *mem = malloc((size_t)(n * (1 + 2 * sizeof(double))) + 1);
     if (!mem) return PyErr_NoMemory();
     double *w = (double *)mem, *v = w + n; int8_t *op = (int8_t *)(v + n);
-    job_t job = {.dtype = dtype, .mode = mode, .B = B, .R = R, .L = L, .H = H, .q = q, .src_stride = ss, .dst_stride = ds,
+    job_t job = {.dtype = dtype, .follows = follows, .written = written, .B = B, .R = R, .L = L, .H = H, .q = q, .src_stride = ss, .dst_stride = ds,
                  .op = op, .w = w, .v = v, .box = box, .mask = nmasks ? (const uint8_t *)masks : NULL};
     char *s;
     if (draws(n, lam, nlam, mixup, cutmix, op, w, v) || address(src, B, "src", &s, &job.src_at)
@@ -400,7 +398,8 @@ static PyObject *id_range(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"mix", (PyCFunction)(void (*)(void))mix, METH_VARARGS | METH_KEYWORDS,
-     "mix(*, dtype, mode, B, R, L, H, q, src, src_stride, dst, dst_stride, lam, mixup, cutmix, boxes, masks, threads): "
+     "mix(*, dtype, follows, written, B, R, L, H, q, src, src_stride, dst, dst_stride, lam, mixup, cutmix, boxes, masks, "
+     "threads): "
      "mix a batch in one pass (see mixcut_nb.fused)"},
     {"paste_shrunk", (PyCFunction)(void (*)(void))paste_shrunk, METH_VARARGS | METH_KEYWORDS,
      "paste_shrunk(*, itemsize, B, C, H, W, strides, data, boxes, threads): ResizeMix's paste of each shrunk partner"},

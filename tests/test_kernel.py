@@ -8,6 +8,7 @@ import mixcut_nb
 from mixcut_nb import MixParams, Mixup, FastCollateMixup, mix_, mix_reference
 from mixcut_nb.mixing import use_kernel
 from mixcut_nb import fused
+from mixcut_nb.params import MODES, _random_params
 
 FAST = ['auto', 'c'] if fused.available() else ['auto']    # 'auto' is the C loop on the CPU where it was built
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]
@@ -309,3 +310,23 @@ def test_a_call_reads_no_values_back_from_the_device(mode, soft):
     for kw in [dict(mixup_alpha=1.), dict(mixup_alpha=0., cutmix_alpha=1.), dict(mixup_alpha=1., cutmix_alpha=1., prob=.5)]:
         xo, t = Mixup(num_classes=10, mode=mode, **kw)(x, y)
         assert xo is x and t.device.type == 'meta' and t.shape == (6, 10)
+
+def by_the_table(x, p):
+    "`p`'s per-element draws read straight from `MODES` (element i follows draw `follows[i]`), applied by timm's loop"
+    follows = MODES[p.mode].follows(len(x))
+    on, d = follows >= 0, np.maximum(follows, 0)
+    e = MixParams(np.where(on, p.lam[d], 1).astype(p.lam.dtype), p.mixup[d] & on, p.cutmix[d] & on,
+                  p.boxes[d] * on[:, None], 'elem', len(x))
+    return timm_loop(x, e)
+
+@pytest.mark.skipif(not fused.available(), reason='the C loop was not built')
+@pytest.mark.parametrize('mode', list(MODES))
+def test_the_c_loop_follows_the_mode_table(mode):
+    "Each element follows the draw the mode table names and mixes with B-1-i; odd batches where the mode allows them"
+    for B in ((2, 6, 8) if MODES[mode].even else (1, 5, 6)):
+        for dtype in (torch.float32, torch.float64, torch.uint8):
+            x = torch.randint(0, 256, (B, 3, 7, 9)).to(dtype) if dtype == torch.uint8 else torch.randn(B, 3, 7, 9, dtype=dtype)
+            for seed in range(4):
+                p = _random_params(mode, B, 7, 9, seed)
+                y = x.clone()
+                assert fused.mix_c_(y, p, forced=True) and torch.equal(y, by_the_table(x, p)), (mode, B, dtype, seed)

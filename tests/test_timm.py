@@ -5,6 +5,7 @@ import numpy as np, pytest, torch
 from PIL import Image
 import timm.data, timm.data.loader, timm.data.mixup as tm
 import mixcut_nb as mc
+from mixcut_nb.mixing import Mixer, _RandomStream
 
 def same_rng_state(a, b): return a[0] == b[0] and all(np.array_equal(u, v) for u, v in zip(a[1:], b[1:]))
 
@@ -68,7 +69,8 @@ def test_other_mode_strings_are_an_error_naming_the_modes(cls, mode):
 def test_our_collate_is_a_subclass_of_timms_with_our_methods_first():
     assert issubclass(mc.FastCollateMixup, tm.FastCollateMixup) and issubclass(mc.FastCollateMixup, mc.Mixup)
     mro = mc.FastCollateMixup.__mro__
-    assert mro[:4] == (mc.FastCollateMixup, mc.Mixup, tm.FastCollateMixup, tm.Mixup)
+    ours_first = (mc.FastCollateMixup, mc.Mixup, Mixer, _RandomStream)     # ours, with the base every method shares
+    assert mro[:6] == ours_first + (tm.FastCollateMixup, tm.Mixup)
     ours = {n for c in (mc.FastCollateMixup, mc.Mixup) for n in vars(c)}
     for name in set(vars(tm.FastCollateMixup)) | set(vars(tm.Mixup)):
         if name in ours and not name.startswith('__dict') and name not in ('__module__', '__doc__', '__weakref__'):
@@ -102,7 +104,7 @@ assert isinstance(early, tm.FastCollateMixup) and isinstance(early, tl.FastColla
 assert type(tm.__loader__).__name__ == 'SourceFileLoader' and tm.__spec__.loader is tm.__loader__
 importlib.reload(tm)                                  # a reloaded timm: the new class replaces the old as a base
 assert isinstance(early, tm.FastCollateMixup)
-assert [c.__module__ for c in type(early).__mro__] == ['mixcut_nb.collate', 'mixcut_nb.mixing', 'timm.data.mixup', 'timm.data.mixup', 'builtins']
+assert [c.__module__ for c in type(early).__mro__] == ['mixcut_nb.collate'] + ['mixcut_nb.mixing'] * 3 + ['timm.data.mixup', 'timm.data.mixup', 'builtins']   # Mixup, Mixer, _RandomStream
 print('ok')
 '''
 
