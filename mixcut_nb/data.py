@@ -14,28 +14,30 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from .core import _check_int, _check_real, _cache_dir
 
-# %% ../nbs/08_data.ipynb #4fcca157
-def _skdata(): return importlib.import_module('skimage.data')   # imported when a photo is written, not with the package
+# %% ../nbs/08_data.ipynb #c770e8ac
+def _skdata(): return importlib.import_module('skimage.data')
 def _skimage(name): return lambda: getattr(_skdata(), name)()
 def _motorcycle(i): return lambda: _skdata().stereo_motorcycle()[i]
 def _grace_hopper():
     from matplotlib import cbook
-    with Image.open(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)) as im: return np.asarray(im.convert('RGB'))
+    with Image.open(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)) as im:
+        return np.asarray(im.convert('RGB'))
 
+# %% ../nbs/08_data.ipynb #4fcca157
 _PHOTOS = {   # class -> {file stem: function returning an (H, W[, 3]) uint8 array}
     'cat': {'chelsea': _skimage('chelsea')},
     'coffee': {'coffee': _skimage('coffee')},
     'motorcycle': {'motorcycle_left': _motorcycle(0), 'motorcycle_right': _motorcycle(1)},
-    'person': {'astronaut': _skimage('astronaut'), 'camera': _skimage('camera'), 'grace_hopper': _grace_hopper},
+    'person': {'astronaut': _skimage('astronaut'), 'camera': _skimage('camera'),
+               'grace_hopper': _grace_hopper},
     'rocket': {'rocket': _skimage('rocket')},
 }
 
 # %% ../nbs/08_data.ipynb #937e08ad
 def _write_once(root, what, build, complete):
-    "Build the folder `root` once with `build(tmp)`: in a temporary folder beside it, renamed into place in one step"
+    "Build `root` once with `build(tmp)`: in a temporary folder beside it, renamed into place in one step"
     if complete(root): return root
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"`path` {str(root)!r} exists but does not hold {what}: remove it or choose another path")
+    _check_free(root, what)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}-', dir=root.parent))
     try:
@@ -47,14 +49,22 @@ def _write_once(root, what, build, complete):
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return root
 
+# %% ../nbs/08_data.ipynb #0adef2ca
 def _folder(name, path):
     "`path` as a `Path` with `~` expanded, if it is a path, else an error naming `name`"
-    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"`{name}` must be a folder path (str or Path), got {type(path).__name__} {path!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`{name}` must be a folder path (str or Path), got {type(path).__name__} {path!r}")
     return Path(path).expanduser()
 
-def _sample_files(root): return [root / c / f'{n}.png' for c, ims in _PHOTOS.items() for n in ims]
+def _check_free(root, what):
+    "An error if `root` exists and is not an empty folder: it holds something other than `what`"
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"`path` {str(root)!r} exists but does not hold {what}: "
+                              "remove it or choose another path")
 
 # %% ../nbs/08_data.ipynb #9cf7e07a
+def _sample_files(root): return [root / c / f'{n}.png' for c, ims in _PHOTOS.items() for n in ims]
+
 def sample_images(path=None, # folder for the set; `None`: `photos-v1` in the cache folder
                  )->Path:    # the set's root, one sub-folder per class
     "Write the sample photos once as an `ImageFolder` tree (`class/name.png`) and return its root"
@@ -66,23 +76,30 @@ def sample_images(path=None, # folder for the set; `None`: `photos-v1` in the ca
     return _write_once(root, 'the sample set', build, lambda r: all(f.is_file() for f in _sample_files(r)))
 
 # %% ../nbs/08_data.ipynb #8ce28f09
+def _write_digits(tmp, val_fraction, seed):
+    "Split each digit's images at random, `val_fraction` of them into `tmp/val/`, the rest into `tmp/train/`"
+    from sklearn.datasets import load_digits
+    d, rng = load_digits(), np.random.default_rng(seed)
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(d.target == c))
+        n_val = int(round(len(idx) * val_fraction))
+        for split, part in (('val', idx[:n_val]), ('train', idx[n_val:])):
+            (tmp / split / str(c)).mkdir(parents=True, exist_ok=True)
+            for i in part:
+                img = (d.images[i] * 255 / 16).round().astype(np.uint8)   # grey levels 0..16 -> 0..255
+                Image.fromarray(img).save(tmp / split / str(c) / f'{i:04d}.png')
+
+# %% ../nbs/08_data.ipynb #b051ba0d
 def digits_folder(path=None,           # folder for the set; `None`: `digits-v1` in the cache folder
                   val_fraction:float=0.2, # share of each class kept for validation
                   seed:int=0,           # seed of the split
                  )->Path:               # the set's root, with `train/<digit>/` and `val/<digit>/`
     "Write scikit-learn's handwritten digits once as `train/` and `val/` ImageFolders and return their root"
-    def build(tmp):
-        from sklearn.datasets import load_digits
-        d, rng = load_digits(), np.random.default_rng(seed)
-        for c in range(10):
-            idx = rng.permutation(np.flatnonzero(d.target == c))
-            n_val = int(round(len(idx) * val_fraction))
-            for split, part in (('val', idx[:n_val]), ('train', idx[n_val:])):
-                (tmp / split / str(c)).mkdir(parents=True, exist_ok=True)
-                for i in part: Image.fromarray((d.images[i] * 255 / 16).round().astype(np.uint8)).save(tmp / split / str(c) / f'{i:04d}.png')
     _check_real('val_fraction', val_fraction, 0., 1.); _check_int('seed', seed, 0)
-    if not 0 < val_fraction < 1: raise ValueError(f"`val_fraction` must be in (0, 1): both splits need images, got {val_fraction!r}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"`val_fraction` must be in (0, 1): both splits need images, got {val_fraction!r}")
     root = _folder('path', path) if path is not None else _cache_dir() / 'digits-v1'
+    def build(tmp): _write_digits(tmp, val_fraction, seed)
     return _write_once(root, 'the digits', build, lambda r: (r / 'train').is_dir() and (r / 'val').is_dir())
 
 # %% ../nbs/08_data.ipynb #ca9e7533
@@ -90,33 +107,45 @@ IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 # %% ../nbs/08_data.ipynb #b1bc8c31
-def image_transform(size:int=224,        # side of the square crop
-                    train:bool=False,    # timm's random training crop, flip and jitter instead of a centre crop
-                    crop_pct:float=0.875,# evaluation: the crop's share of the resized short side
-                   )->transforms.Compose: # PIL image -> normalized float tensor (3, size, size)
+def _crop(size, train, crop_pct):
+    "timm's random training crop, flip and jitter, or its evaluation centre crop"
+    if train: return [transforms.RandomResizedCrop(size, scale=(0.08, 1.), antialias=True),
+                      transforms.RandomHorizontalFlip(), transforms.ColorJitter(0.4, 0.4, 0.4)]
+    return [transforms.Resize(int(size / crop_pct), antialias=True), transforms.CenterCrop(size)]
+
+def image_transform(
+    size:int=224,          # side of the square crop
+    train:bool=False,      # timm's random training crop, flip and jitter instead of a centre crop
+    crop_pct:float=0.875,  # evaluation: the crop's share of the resized short side
+)->transforms.Compose:     # PIL image -> normalized float tensor (3, size, size)
     "The preprocessing of timm's *Mixup & CutMix* page: a `size` crop, ImageNet normalization"
     _check_int('size', size); _check_real('crop_pct', crop_pct, 0., 1.)
     if crop_pct == 0: raise ValueError("`crop_pct` must be in (0, 1], got 0")
-    if train: crop = [transforms.RandomResizedCrop(size, scale=(0.08, 1.), antialias=True),
-                      transforms.RandomHorizontalFlip(), transforms.ColorJitter(0.4, 0.4, 0.4)]
-    else: crop = [transforms.Resize(int(size / crop_pct), antialias=True), transforms.CenterCrop(size)]
-    return transforms.Compose(crop + [transforms.ToTensor(), transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+    normalize = transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    return transforms.Compose(_crop(size, train, crop_pct) + [transforms.ToTensor(), normalize])
+
+# %% ../nbs/08_data.ipynb #5b04a815
+def _image_folder(root, tfm):
+    "torchvision's `ImageFolder` over `root` with transform `tfm`, or an error naming `root`"
+    if not root.is_dir(): raise ValueError(f"`root` must be a folder of class folders, got {str(root)!r}")
+    try: return datasets.ImageFolder(root, transform=tfm)
+    except FileNotFoundError as e:
+        raise ValueError(f"`root` {str(root)!r} holds no class folder with images ({e})") from None
 
 # %% ../nbs/08_data.ipynb #781eb033
-def image_loader(root=None,          # an `ImageFolder` tree such as `imagenette2-320/train`; `None`: `sample_images()`
-                 size:int=224,       # side of the square crops
-                 batch_size:int=4,   # images per batch
-                 train:bool=False,   # timm's random training transforms, see `image_transform`
-                 shuffle:bool=True,  # shuffle the images
-                 seed:int=0,         # seed of the shuffle
-                 num_workers:int=0,  # DataLoader worker processes
-                )->DataLoader:       # batches `(x (B, 3, size, size), class ids (B,))`; `.dataset.classes` names them
+def image_loader(
+    root=None,          # an `ImageFolder` tree such as `imagenette2-320/train`; `None`: `sample_images()`
+    size:int=224,       # side of the square crops
+    batch_size:int=4,   # images per batch
+    train:bool=False,   # timm's random training transforms, see `image_transform`
+    shuffle:bool=True,  # shuffle the images
+    seed:int=0,         # seed of the shuffle
+    num_workers:int=0,  # DataLoader worker processes
+)->DataLoader:          # batches `(x (B, 3, size, size), class ids (B,))`; `.dataset.classes` names them
     "A DataLoader over an `ImageFolder` with the preprocessing of timm's *Mixup & CutMix* page"
-    _check_int('batch_size', batch_size); _check_int('num_workers', num_workers, 0); _check_int('seed', seed, 0)
+    _check_int('batch_size', batch_size); _check_int('num_workers', num_workers, 0)
+    _check_int('seed', seed, 0)
     tfm = image_transform(size, train)
     root = sample_images() if root is None else _folder('root', root)
-    if not root.is_dir(): raise ValueError(f"`root` must be a folder of class folders, got {str(root)!r}")
-    try: ds = datasets.ImageFolder(root, transform=tfm)
-    except FileNotFoundError as e: raise ValueError(f"`root` {str(root)!r} holds no class folder with images ({e})") from None
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(_image_folder(root, tfm), batch_size=batch_size, shuffle=shuffle,
+                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
