@@ -15,27 +15,50 @@ from .core import _check_int, _check_real
 from .mixing import MixParams
 from .data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-# %% ../nbs/09_viz.ipynb #61d0061f
-def denormalize(x:torch.Tensor,              # normalized image (C, H, W) or batch (B, C, H, W)
-                mean=IMAGENET_DEFAULT_MEAN,  # per-channel mean it was normalized with; `None`: already in [0, 1]
-                std=IMAGENET_DEFAULT_STD,    # per-channel standard deviation
-               )->torch.Tensor:               # `x*std + mean`, clipped to [0, 1], float
-    "Undo ImageNet normalization for display"
+# %% ../nbs/09_viz.ipynb #14fd8abb
+def _float_images(x):
+    "`x` as a float tensor off the graph, if it is an image (C, H, W) or a batch (B, C, H, W)"
     if not isinstance(x, torch.Tensor): raise TypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim not in (3, 4): raise ValueError(f"`x` must be an image (C, H, W) or a batch (B, C, H, W), got shape {tuple(x.shape)}")
-    x = x.detach().float()
+    if x.ndim not in (3, 4):
+        raise ValueError(f"`x` must be an image (C, H, W) or a batch (B, C, H, W), "
+                         f"got shape {tuple(x.shape)}")
+    return x.detach().float()
+
+# %% ../nbs/09_viz.ipynb #ad98f1e0
+def _channel_stats(x, mean, std):
+    "`mean` and `std` as (C,1,1) tensors on `x`'s device, one value per channel of `x`"
+    C = x.shape[-3]
+    if len(mean) != C or len(std) != C:
+        raise ValueError(f"`mean` and `std` need one value per channel ({C}), got {len(mean)} and {len(std)}")
+    return (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(-1, 1, 1) for v in (mean, std))  # (C,1,1)
+
+# %% ../nbs/09_viz.ipynb #61d0061f
+def denormalize(
+    x:torch.Tensor,              # normalized image (C, H, W) or batch (B, C, H, W)
+    mean=IMAGENET_DEFAULT_MEAN,  # per-channel mean it was normalized with; `None`: already in [0, 1]
+    std=IMAGENET_DEFAULT_STD,    # per-channel standard deviation
+)->torch.Tensor:                 # `x*std + mean`, clipped to [0, 1], float
+    "Undo ImageNet normalization for display"
+    x = _float_images(x)
     if mean is None: return x.clamp(0, 1)
-    if len(mean) != x.shape[-3] or len(std) != x.shape[-3]:
-        raise ValueError(f"`mean` and `std` need one value per channel ({x.shape[-3]}), got {len(mean)} and {len(std)}")
-    m, s = (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(-1, 1, 1) for v in (mean, std))   # (C,1,1)
+    m, s = _channel_stats(x, mean, std)
     return (x * s + m).clamp_(0, 1)
 
-# %% ../nbs/09_viz.ipynb #a282e026
+# %% ../nbs/09_viz.ipynb #249a3412
 def _axes(ax, figsize):
     "`ax`, or the axes of a new figure"
     if ax is None: _, ax = plt.subplots(figsize=figsize)
     return ax
 
+def _draw_image(ax, img):
+    "Draw `img` (C, H, W) in [0, 1] on `ax`, grey for one channel, without ticks"
+    if img.shape[0] == 1: ax.imshow(img[0].numpy(), cmap='gray', vmin=0, vmax=1)
+    else: ax.imshow(img.permute(1, 2, 0).numpy())   # (H, W, C)
+    ax.set_xticks([]); ax.set_yticks([])
+
+def _title_text(title): return ', '.join(map(str, title)) if isinstance(title, (list, tuple)) else str(title)
+
+# %% ../nbs/09_viz.ipynb #a282e026
 def imshow(inp:torch.Tensor,               # image (C, H, W), C = 1 or 3, normalized with `mean` and `std`
            title=None,                     # title: a string, or a list shown as its items
            ax=None,                        # axes to draw on; `None`: a new figure
@@ -44,15 +67,24 @@ def imshow(inp:torch.Tensor,               # image (C, H, W), C = 1 or 3, normal
            figsize=(4, 3),                 # size of a new figure, inches
           ):                               # the axes
     "Show a normalized image tensor (the `imshow` of timm's *Mixup & CutMix* page)"
-    if isinstance(inp, torch.Tensor) and inp.ndim != 3: raise ValueError(f"`inp` must be one image (C, H, W), got shape {tuple(inp.shape)}")
+    if isinstance(inp, torch.Tensor) and inp.ndim != 3:
+        raise ValueError(f"`inp` must be one image (C, H, W), got shape {tuple(inp.shape)}")
     img = denormalize(inp, mean, std).cpu()
     if img.shape[0] not in (1, 3): raise ValueError(f"`inp` must have 1 or 3 channels, got {img.shape[0]}")
     ax = _axes(ax, figsize)
-    if img.shape[0] == 1: ax.imshow(img[0].numpy(), cmap='gray', vmin=0, vmax=1)
-    else: ax.imshow(img.permute(1, 2, 0).numpy())   # (H, W, C)
-    ax.set_xticks([]); ax.set_yticks([])
-    if title is not None: ax.set_title(', '.join(map(str, title)) if isinstance(title, (list, tuple)) else str(title), fontsize=8)
+    _draw_image(ax, img)
+    if title is not None: ax.set_title(_title_text(title), fontsize=8)
     return ax
+
+# %% ../nbs/09_viz.ipynb #8553e8ef
+def _check_row(row, classes, k, min_weight):
+    "Errors naming the argument if `row` is not a row of class weights or the options do not fit it"
+    if not isinstance(row, torch.Tensor) or row.ndim != 1:
+        raise ValueError(f"`row` must be a 1-d tensor of class weights, got {type(row).__name__} "
+                         f"{tuple(getattr(row, 'shape', ()))}")
+    _check_int('k', k); _check_real('min_weight', min_weight, 0., 1.)
+    if classes is not None and len(classes) != len(row):
+        raise ValueError(f"`classes` has {len(classes)} names for {len(row)} classes")
 
 # %% ../nbs/09_viz.ipynb #a2c35fc2
 def soft_label(row:torch.Tensor,       # target row (num_classes,): one-hot, smoothed or mixed
@@ -62,11 +94,7 @@ def soft_label(row:torch.Tensor,       # target row (num_classes,): one-hot, smo
                sep:str=' / ',          # between classes
               )->str:                  # e.g. `'cat .62 / coffee .38'`
     "The top classes of a soft target row with their weights"
-    if not isinstance(row, torch.Tensor) or row.ndim != 1:
-        raise ValueError(f"`row` must be a 1-d tensor of class weights, got {type(row).__name__} {tuple(getattr(row, 'shape', ()))}")
-    _check_int('k', k); _check_real('min_weight', min_weight, 0., 1.)
-    if classes is not None and len(classes) != len(row):
-        raise ValueError(f"`classes` has {len(classes)} names for {len(row)} classes")
+    _check_row(row, classes, k, min_weight)
     w, i = torch.sort(row.detach().float().cpu(), descending=True, stable=True)   # ties: lower class id first
     keep = [(int(c), float(v)) for n, (c, v) in enumerate(zip(i[:k], w[:k])) if n == 0 or v >= min_weight]
     return sep.join(f"{c if classes is None else classes[c]} {f'{v:.2f}'.removeprefix('0')}" for c, v in keep)
@@ -77,54 +105,74 @@ _OP_COLORS = {'mixup': 'tab:blue', 'cutmix': 'tab:orange', 'unmixed': 'black'}
 
 def _tile_x0(i, w): return _PAD + i * (w + _PAD)   # left edge of image `i` in the grid
 
+# %% ../nbs/09_viz.ipynb #c2ecf42d
 def _ops(params, B):
     "'mixup', 'cutmix' or 'unmixed' for each element, from `params`"
-    if not isinstance(params, MixParams): raise TypeError(f"`params` must be a MixParams (a Mixup's `last_params`), got {type(params).__name__}")
-    if params.batch_size != B: raise ValueError(f"`params` describes a batch of {params.batch_size} for a batch of {B}")
+    if not isinstance(params, MixParams):
+        raise TypeError(f"`params` must be a MixParams (a Mixup's `last_params`), "
+                        f"got {type(params).__name__}")
+    if params.batch_size != B:
+        raise ValueError(f"`params` describes a batch of {params.batch_size} for a batch of {B}")
     e = params.per_element()
     return ['cutmix' if c else 'mixup' if m else 'unmixed' for m, c in zip(e.mixup, e.cutmix)]
 
+# %% ../nbs/09_viz.ipynb #f3707af3
 def _labels(target, classes, B, k, min_weight):
     "One label per element: a class name for class ids, a soft label for target rows"
     if target is None: return [''] * B
-    if not isinstance(target, torch.Tensor): raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}")
     if len(target) != B: raise ValueError(f"`target` has {len(target)} entries for a batch of {B}")
     if target.ndim == 2: return [soft_label(r, classes, k, min_weight) for r in target]
-    if target.ndim != 1: raise ValueError(f"`target` must be class ids (B,) or rows (B, num_classes), got shape {tuple(target.shape)}")
+    if target.ndim != 1:
+        raise ValueError(f"`target` must be class ids (B,) or rows (B, num_classes), "
+                         f"got shape {tuple(target.shape)}")
     return [str(c.item()) if classes is None else classes[int(c)] for c in target]
 
+# %% ../nbs/09_viz.ipynb #110074f9
+def _label_tiles(ax, labels, ops, W):
+    "Write `labels` above the images of width `W`, prefixed and coloured by their operation `ops` if any"
+    if ops: labels = [f"{o}\n{l}" for o, l in zip(ops, labels)]
+    ax.set_xticks([_tile_x0(i, W) + (W - 1) / 2 for i in range(len(labels))], labels, fontsize=7)
+    ax.tick_params(length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
+    for i, t in enumerate(ax.get_xticklabels()): t.set_color(_OP_COLORS[ops[i]] if ops else 'black')
+    for s in ax.spines.values(): s.set_visible(False)
+
+# %% ../nbs/09_viz.ipynb #adc61078
+def _outline_boxes(ax, params, W):
+    "Outline the CutMix box of each element that `params` cut and pasted, on its image"
+    e = params.per_element()
+    for i in np.flatnonzero(e.cutmix):
+        yl, yh, xl, xh = (int(v) for v in e.boxes[i])
+        if yh > yl and xh > xl:
+            ax.add_patch(Rectangle((_tile_x0(i, W) + xl - .5, _PAD + yl - .5), xh - xl, yh - yl,
+                                   fill=False, edgecolor=_OP_COLORS['cutmix'], linewidth=1.5))
+
 # %% ../nbs/09_viz.ipynb #69b64c7f
-def show_batch(x:torch.Tensor,          # normalized batch (B, 3, H, W)
-               target=None,             # class ids (B,) or soft target rows (B, num_classes)
-               classes=None,            # class names; `None`: class ids
-               params:MixParams=None,   # what mixed `x` (a `Mixup`'s `last_params`): name each image's operation
-               boxes:bool=True,         # with `params`: outline each CutMix box
-               ax=None,                 # axes to draw on; `None`: a new figure
-               ylabel:str=None,         # the row's label, left of the images
-               k:int=2,                 # classes per soft label
-               min_weight:float=0.05,   # smallest weight a soft label shows
-              ):                        # the axes: labels are its x tick labels, boxes its patches
+def show_batch(
+    x:torch.Tensor,          # normalized batch (B, 3, H, W)
+    target=None,             # class ids (B,) or soft target rows (B, num_classes)
+    classes=None,            # class names; `None`: class ids
+    params:MixParams=None,   # what mixed `x` (a `Mixup`'s `last_params`): name each image's operation
+    boxes:bool=True,         # with `params`: outline each CutMix box
+    ax=None,                 # axes to draw on; `None`: a new figure
+    ylabel:str=None,         # the row's label, left of the images
+    k:int=2,                 # classes per soft label
+    min_weight:float=0.05,   # smallest weight a soft label shows
+):                           # the axes: labels are its x tick labels, boxes its patches
     "A batch as one `make_grid` row, each image labelled with its class or soft label"
-    if not isinstance(x, torch.Tensor) or x.ndim != 4: raise ValueError(f"`x` must be a batch (B, C, H, W), got {tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"`x` must be a batch (B, C, H, W), got {tuple(getattr(x, 'shape', ()))}")
     B, _, H, W = x.shape
     labels, ops = _labels(target, classes, B, k, min_weight), _ops(params, B) if params is not None else None
     ax = _axes(ax, (1.6 * B, 2.2))
     imshow(make_grid(denormalize(x), nrow=B, padding=_PAD, pad_value=1.), ax=ax, mean=None)
-    if ops: labels = [f"{o}\n{l}" for o, l in zip(ops, labels)]
-    ax.set_xticks([_tile_x0(i, W) + (W - 1) / 2 for i in range(B)], labels, fontsize=7)
-    ax.tick_params(length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
-    for i, t in enumerate(ax.get_xticklabels()): t.set_color(_OP_COLORS[ops[i]] if ops else 'black')
-    for s in ax.spines.values(): s.set_visible(False)
+    _label_tiles(ax, labels, ops, W)
     if ylabel: ax.set_ylabel(ylabel, fontsize=8)
-    if ops and boxes:
-        e = params.per_element()
-        for i in np.flatnonzero(e.cutmix):
-            yl, yh, xl, xh = (int(v) for v in e.boxes[i])
-            if yh > yl and xh > xl: ax.add_patch(Rectangle((_tile_x0(i, W) + xl - .5, _PAD + yl - .5), xh - xl, yh - yl,
-                                                           fill=False, edgecolor=_OP_COLORS['cutmix'], linewidth=1.5))
+    if ops and boxes: _outline_boxes(ax, params, W)
     return ax
 
-# %% ../nbs/09_viz.ipynb #723dfaf3
+# %% ../nbs/09_viz.ipynb #5341c014
 _WEIGHTED = re.compile(r'^(.*) (1\.00|\.\d\d)$')   # 'cat .62', as `soft_label` writes it
 
 def _weights(text):
@@ -136,6 +184,7 @@ def _weights(text):
         else: ws[part] = 1.
     return ws
 
+# %% ../nbs/09_viz.ipynb #723dfaf3
 def _read_labels(ax, # axes drawn by `show_batch`
                )->list: # per image: `(operation or None, {class: weight})`
     "The labels `show_batch` wrote, parsed back into operations and class weights"
@@ -159,7 +208,8 @@ def show_mix(x:torch.Tensor,          # normalized batch before mixing (B, 3, H,
             ):                        # `(figure, (axes before, axes after))`
     "A batch (top) above its mixed version (bottom) with soft labels, operations and CutMix boxes"
     if not isinstance(xm, torch.Tensor) or not isinstance(x, torch.Tensor) or xm.shape != x.shape:
-        raise ValueError(f"`xm` must be the mixed batch, shaped like `x` {tuple(getattr(x, 'shape', ()))}, got {tuple(getattr(xm, 'shape', ()))}")
+        raise ValueError(f"`xm` must be the mixed batch, shaped like `x` {tuple(getattr(x, 'shape', ()))}, "
+                         f"got {tuple(getattr(xm, 'shape', ()))}")
     fig, axs = plt.subplots(2, 1, figsize=figsize or (1.6 * len(x), 4.4))
     show_batch(x, target, classes, ax=axs[0], ylabel='before', k=k, min_weight=min_weight)
     show_batch(xm, ym, classes, params, boxes, ax=axs[1], ylabel='after', k=k, min_weight=min_weight)
