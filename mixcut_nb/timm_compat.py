@@ -17,7 +17,8 @@ def join_timm(timm_mixup, # the module `timm.data.mixup`
     "Make `FastCollateMixup` a subclass of `timm_mixup.FastCollateMixup`, after our own classes in the MRO"
     theirs = timm_mixup.FastCollateMixup
     if theirs is FastCollateMixup or issubclass(FastCollateMixup, theirs): return
-    bases = [b for b in FastCollateMixup.__bases__ if b.__module__ != TIMM_MIXUP]   # a reloaded timm replaces the old one
+    # a reloaded timm replaces the old one
+    bases = [b for b in FastCollateMixup.__bases__ if b.__module__ != TIMM_MIXUP]
     FastCollateMixup.__bases__ = (*bases, theirs)
 
 # %% ../nbs/19_timm.ipynb #c6fc5926
@@ -29,8 +30,10 @@ class _JoinAfterLoad:
         module.__loader__ = module.__spec__.loader = self.loader
         self.loader.exec_module(module)
         try: join_timm(module)
-        except Exception as e: warnings.warn(f"timm's loader will not recognise mixcut_nb's FastCollateMixup: {e}")
+        except Exception as e:
+            warnings.warn(f"timm's loader will not recognise mixcut_nb's FastCollateMixup: {e}")
 
+# %% ../nbs/19_timm.ipynb #348f5399
 class _TimmWatch(importlib.abc.MetaPathFinder):
     "Finds nothing itself: wraps the loader that the other finders give for `timm.data.mixup`"
     def find_spec(self, name, path, target=None):
@@ -43,6 +46,7 @@ class _TimmWatch(importlib.abc.MetaPathFinder):
         if hasattr(spec.loader, 'exec_module'): spec.loader = _JoinAfterLoad(spec.loader)
         return spec
 
+# %% ../nbs/19_timm.ipynb #71c31a30
 def watch_timm():
     "Join timm's `FastCollateMixup` now if `timm.data.mixup` is loaded, else as soon as it is"
     if not any(isinstance(f, _TimmWatch) for f in sys.meta_path): sys.meta_path.insert(0, _TimmWatch())
