@@ -8,11 +8,14 @@ __all__ = ['TIMM_NAMES', 'USAGE', 'HELP', 'swap_into_timm', 'run', 'main']
 # %% ../nbs/20_timm_train.ipynb #81d7fefa
 import os, runpy, sys
 
-# %% ../nbs/20_timm_train.ipynb #3c5207d0
-TIMM_NAMES = ('one_hot', 'mixup_target', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam', 'Mixup', 'FastCollateMixup')
+# %% ../nbs/20_timm_train.ipynb #4a5c494d
+TIMM_NAMES = ('one_hot', 'mixup_target', 'rand_bbox', 'rand_bbox_minmax', 'cutmix_bbox_and_lam',
+              'Mixup', 'FastCollateMixup')
 
+# %% ../nbs/20_timm_train.ipynb #3c5207d0
 def swap_into_timm()->list: # the names replaced, as 'module.name'
-    "Put mixcut_nb's drop-ins where timm looks up `timm.data.mixup`'s names: `timm.data.mixup`, `timm.data`, `timm.data.loader`"
+    ("Put mixcut_nb's drop-ins where timm looks up `timm.data.mixup`'s names: "
+     "`timm.data.mixup`, `timm.data`, `timm.data.loader`")
     import timm.data, timm.data.loader, timm.data.mixup
     import mixcut_nb
     theirs = {name: getattr(timm.data.mixup, name) for name in TIMM_NAMES}
@@ -36,13 +39,15 @@ def run(train_py:str, # path of the script, e.g. timm's `train.py`
     try: return runpy.run_path(os.path.abspath(train_py), run_name='__main__')
     finally: sys.argv, sys.path[0] = argv, path0
 
-# %% ../nbs/20_timm_train.ipynb #1640ba89
+# %% ../nbs/20_timm_train.ipynb #260600fe
 USAGE = 'usage: python -m mixcut_nb.timm_train TRAIN_PY [ARGS...]'
+_TORCHRUN = 'torchrun --nproc_per_node N -m mixcut_nb.timm_train TRAIN_PY ARGS...'
 HELP = f"""{USAGE}
 
 Run TRAIN_PY (timm's train.py, from a clone of pytorch-image-models) with ARGS, with mixcut_nb's Mixup and
-FastCollateMixup in place of timm.data.mixup's. Distributed: torchrun --nproc_per_node N -m mixcut_nb.timm_train TRAIN_PY ARGS..."""
+FastCollateMixup in place of timm.data.mixup's. Distributed: {_TORCHRUN}"""
 
+# %% ../nbs/20_timm_train.ipynb #1640ba89
 def main(argv:list=None, # `[TRAIN_PY, *ARGS]`; `None`: `sys.argv[1:]`
         ):
     "`python -m mixcut_nb.timm_train TRAIN_PY [ARGS...]`"
