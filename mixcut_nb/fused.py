@@ -7,7 +7,7 @@ __all__ = ['C_DTYPES', 'available', 'mix_c_', 'paste_shrunk_c_', 'id_range', 'mi
 
 # %% ../nbs/02_fused.ipynb #4b497e0b
 import numpy as np, torch
-from .params import _layout, _unavailable
+from .params import _layout, _unavailable, _wrote
 try: from mixcut_nb import _fused         # the compiled loop, built when mixcut_nb was installed
 except ImportError as e: _fused, _missing = None, e
 
@@ -54,6 +54,7 @@ def mix_c_(x:torch.Tensor,   # batch (B, C, H, W)
     if x.numel():
         (R, L, q), step = lay, x.stride(0) * x.element_size()
         _run(p, x.dtype, R, L, x.shape[2], q, x.data_ptr(), step, x.data_ptr(), step)
+    _wrote(x)
     return True
 
 # %% ../nbs/02_fused.ipynb #c86264e1
@@ -70,6 +71,7 @@ def paste_shrunk_c_(x:torch.Tensor,  # batch (B, C, H, W) on the CPU, elements n
     _fused.paste_shrunk(itemsize=x.element_size(), B=B, C=C, H=H, W=W, strides=_bytes(x.stride(), np.int64),
                         data=x.data_ptr(), boxes=_bytes(boxes, np.int64),
                         threads=min(torch.get_num_threads(), max(1, x.numel() // 65536)))
+    _wrote(x)
     return True
 
 # %% ../nbs/02_fused.ipynb #ca6b7250

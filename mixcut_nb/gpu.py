@@ -8,7 +8,7 @@ __all__ = ['GPU_DTYPES', 'BLOCK', 'available', 'mix_gpu_', 'check_kernel', 'mixe
 # %% ../nbs/03_gpu.ipynb #924cc1e8
 import os
 import numpy as np, torch
-from .params import MODES, mix_reference, _layout, _unavailable, _random_params
+from .params import MODES, mix_reference, _layout, _unavailable, _random_params, _wrote
 try:
     import triton, triton.language as tl
 except ImportError as e: triton, _missing = None, e
@@ -115,6 +115,7 @@ def mix_gpu_(x:torch.Tensor,   # batch (B, C, H, W) on a GPU (or on the CPU unde
         grid = (triton.cdiv(R * L, BLOCK), (B + 1) // 2)
         _mix_kernel[grid](x, _device_draws(p, x.device), B, R * L, L, x.shape[2], q, x.stride(0),
                           KIND=GPU_DTYPES[x.dtype], BLOCK=BLOCK, enable_fp_fusion=False)
+    _wrote(x)
     return True
 
 def _runs_on(x, forced):

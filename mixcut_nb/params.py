@@ -62,12 +62,47 @@ def per_element(self:MixParams)->MixParams:
     boxes = np.where(on[:, None], self.boxes[k], 0)
     return MixParams(lam, self.mixup[k] & on, self.cutmix[k] & on, boxes, 'elem', self.batch_size, masks)
 
+# %% ../nbs/01_params.ipynb #cde05316
+def _check_params(p, x):
+    "`p` if it describes a call on the batch `x`, else an error naming the field of `p` that does not fit"
+    if not isinstance(p, MixParams): raise TypeError(f"`p` must be a MixParams, got {type(p).__name__}")
+    B, _, H, W = x.shape
+    if p.mode not in MODES: raise ValueError(f"`p.mode` must be one of {tuple(MODES)}, got {p.mode!r}")
+    if p.batch_size != B: raise ValueError(f"`p.batch_size` is {p.batch_size!r} but `x` has {B} images")
+    if MODES[p.mode].even and B % 2:
+        raise ValueError(f"`p.mode`={p.mode!r} needs an even batch size, got {B}")
+    _check_fields(p, MODES[p.mode].draws(B), B, H, W)
+    if not ((p.lam >= 0) & (p.lam <= 1)).all(): raise ValueError(f"`p.lam` must be in [0, 1], got {p.lam}")
+    if (p.mixup & p.cutmix).any(): raise ValueError("`p.mixup` and `p.cutmix` can't both be set for one draw")
+    yl, yh, xl, xh = p.boxes.T
+    bad = ~((0 <= yl) & (yl <= yh) & (yh <= H) & (0 <= xl) & (xl <= xh) & (xh <= W))
+    if bad.any():
+        raise ValueError(f"`p.boxes` must lie inside the {H}x{W} image with yl <= yh and xl <= xh, "
+                         f"got {p.boxes[bad][0].tolist()}")
+    return p
+
+# %% ../nbs/01_params.ipynb #309be47d
+def _check_fields(p, n, B, H, W):
+    "An error naming the first array of `p` that is not a native numpy array of its type with `n` entries"
+    fields = [('lam', (n,), 'float32 or float64'), ('mixup', (n,), 'bool'), ('cutmix', (n,), 'bool'),
+              ('boxes', (n, 4), 'integer')] + ([('masks', (n, H, W), 'bool')] if p.masks is not None else [])
+    for name, shape, types in fields:
+        a = getattr(p, name)
+        integer = types == 'integer' and isinstance(a, np.ndarray) and a.dtype.kind in 'iu'
+        if not (isinstance(a, np.ndarray) and (a.dtype.name in types or integer)):
+            raise TypeError(f"`p.{name}` must be a numpy array of {types}, got {a!r}")
+        if a.shape != shape:
+            raise ValueError(f"`p.{name}` must have shape {shape} for mode={p.mode!r} and a batch "
+                             f"of {B}, got {a.shape}")
+        if not a.dtype.isnative:
+            raise ValueError(f"`p.{name}` must be in this machine's byte order, got dtype {a.dtype.str!r}")
+
 # %% ../nbs/01_params.ipynb #62cb8958
 def mix_reference(x:torch.Tensor, # batch (B, C, H, W), float or uint8
                   p:MixParams,    # what to do to each element
                  )->torch.Tensor:  # a new tensor: `x` mixed as `p` says
     "Each element blended with, or given a box of, its partner `B-1-i`, as `p` says: the formulas in PyTorch"
-    e, dev, B = p.per_element(), x.device, len(x)
+    e, dev, B = _check_params(p, x).per_element(), x.device, len(x)
     def per_elem(a, dtype): return torch.as_tensor(a, device=dev).to(dtype).view(B, 1, 1, 1)   # (B,1,1,1)
     partner = x.flip(0)                                    # partner[i] is x[B-1-i], as it was
     opdt = torch.float64 if x.dtype == torch.float64 else torch.float32   # torch's type for x's scalars
@@ -97,39 +132,6 @@ def _random_params(mode, B, H, W, seed=0):
     boxes = np.stack([yl, r.integers(yl, H + 1), xl, r.integers(xl, W + 1)], 1) * (op == 2)[:, None]
     return MixParams(lam, op == 1, op == 2, boxes, mode, B)
 
-# %% ../nbs/01_params.ipynb #cde05316
-def _check_params(p, x):
-    "`p` if it describes a call on the batch `x`, else an error naming the field of `p` that does not fit"
-    if not isinstance(p, MixParams): raise TypeError(f"`p` must be a MixParams, got {type(p).__name__}")
-    B, _, H, W = x.shape
-    if p.mode not in MODES: raise ValueError(f"`p.mode` must be one of {tuple(MODES)}, got {p.mode!r}")
-    if p.batch_size != B: raise ValueError(f"`p.batch_size` is {p.batch_size!r} but `x` has {B} images")
-    if MODES[p.mode].even and B % 2:
-        raise ValueError(f"`p.mode`={p.mode!r} needs an even batch size, got {B}")
-    _check_fields(p, MODES[p.mode].draws(B), B)
-    if not ((p.lam >= 0) & (p.lam <= 1)).all(): raise ValueError(f"`p.lam` must be in [0, 1], got {p.lam}")
-    if (p.mixup & p.cutmix).any(): raise ValueError("`p.mixup` and `p.cutmix` can't both be set for one draw")
-    yl, yh, xl, xh = p.boxes.T
-    bad = ~((0 <= yl) & (yl <= yh) & (yh <= H) & (0 <= xl) & (xl <= xh) & (xh <= W))
-    if bad.any():
-        raise ValueError(f"`p.boxes` must lie inside the {H}x{W} image with yl <= yh and xl <= xh, "
-                         f"got {p.boxes[bad][0].tolist()}")
-    return p
-
-# %% ../nbs/01_params.ipynb #309be47d
-def _check_fields(p, n, B):
-    "An error naming the first array of `p` that is not a numpy array of its type with `n` entries"
-    fields = [('lam', (n,), 'float32 or float64'), ('mixup', (n,), 'bool'), ('cutmix', (n,), 'bool'),
-              ('boxes', (n, 4), 'integer')]
-    for name, shape, types in fields:
-        a = getattr(p, name)
-        integer = types == 'integer' and isinstance(a, np.ndarray) and a.dtype.kind in 'iu'
-        if not (isinstance(a, np.ndarray) and (a.dtype.name in types or integer)):
-            raise TypeError(f"`p.{name}` must be a numpy array of {types}, got {a!r}")
-        if a.shape != shape:
-            raise ValueError(f"`p.{name}` must have shape {shape} for mode={p.mode!r} and a batch "
-                             f"of {B}, got {a.shape}")
-
 # %% ../nbs/01_params.ipynb #c7cabe08
 def _layout(x):
     "`(R, L, q)`: each element of `x` (B, C, H, W) as `R` rows of `L` values, `q` a column; or `None`"
@@ -140,6 +142,11 @@ def _layout(x):
     elif dense(1, W * C, C): R, L, q = H, W * C, C          # channels-last
     else: return None
     return (R, L, q) if B == 1 or s0 >= R * L else None     # elements must not overlap
+
+# %% ../nbs/01_params.ipynb #b9ecdc62
+def _wrote(x):
+    "Tell autograd that a kernel wrote `x` in place, as torch's in-place operations do: its version goes up"
+    torch.autograd.graph.increment_version(x)
 
 # %% ../nbs/01_params.ipynb #16d8cd54
 _warned = set()

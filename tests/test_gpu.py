@@ -202,12 +202,13 @@ for mode in MODES:
             x = torch.randn(B, 3, 7, 9, dtype=dtype)
             for seed in range(3):
                 p = _random_params(mode, B, 7, 9, seed)
-                y = x.clone()
+                y = x.clone(); v = y._version
                 assert mix_gpu_(y, p, forced=True) and torch.equal(y, by_the_table(x, p)), (mode, B, dtype, seed)
+                assert y._version > v                       # autograd is told that the kernel wrote y
 print('ok')
 """
 
 @needs_triton
 def test_interpreted_kernel_follows_the_mode_table():
-    "In every mode of `MODES`, each element follows the draw the table names and mixes with B-1-i, in the kernel too"
+    "In every mode of `MODES`, each element follows the draw the table names and mixes with B-1-i; the version goes up"
     run(MODE_TABLE)

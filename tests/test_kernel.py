@@ -330,3 +330,61 @@ def test_the_c_loop_follows_the_mode_table(mode):
                 p = _random_params(mode, B, 7, 9, seed)
                 y = x.clone()
                 assert fused.mix_c_(y, p, forced=True) and torch.equal(y, by_the_table(x, p)), (mode, B, dtype, seed)
+
+# --- in-place writes autograd sees; draws a kernel would misread ---------------------------------------------------
+
+from mixcut_nb import ResizeMix, FMix, SaliencyMix
+from mixcut_nb.beyond import MaskParams
+
+METHODS = {'Mixup': lambda: Mixup(num_classes=10, rng=np.random.default_rng(0)),
+           'ResizeMix': lambda: ResizeMix(num_classes=10, rng=np.random.default_rng(0)),
+           'FMix': lambda: FMix(num_classes=10, rng=np.random.default_rng(0)),
+           'SaliencyMix': lambda: SaliencyMix(num_classes=10, rng=np.random.default_rng(0))}
+
+@pytest.mark.parametrize('kernel', FAST + ['reference'])
+@pytest.mark.parametrize('method', list(METHODS))
+def test_mixing_a_tensor_saved_for_backward_makes_backward_fail(kernel, method):
+    "As after any in-place change (timm's too): the kernels tell autograd they wrote `x`"
+    x = torch.randn(4, 3, 8, 8); w = torch.randn(4, 3, 8, 8, requires_grad=True)
+    h = (w * x).sum()
+    with use_kernel(kernel): METHODS[method]()(x, torch.arange(4))
+    with pytest.raises(RuntimeError, match='modified by an inplace operation'): h.backward()
+
+@pytest.mark.parametrize('kernel', FAST + ['reference'])
+def test_a_leaf_mixed_under_no_grad_makes_backward_fail(kernel):
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    h = (x * x).sum()
+    with use_kernel(kernel), torch.no_grad(): Mixup(num_classes=10)(x, torch.arange(4))
+    with pytest.raises(RuntimeError, match='modified by an inplace operation'): h.backward()
+
+@pytest.mark.skipif(not fused.available(), reason='the C loop was not built')
+def test_every_c_write_raises_the_version():
+    x = torch.rand(4, 3, 8, 8)
+    for write in (lambda: fused.mix_c_(x, _random_params('elem', 4, 8, 8)),
+                  lambda: fused.paste_shrunk_c_(x, np.tile([0, 4, 0, 4], (4, 1)))):
+        v = x._version
+        assert write() and x._version > v
+
+@pytest.mark.parametrize('field', ['lam', 'boxes'])
+def test_draws_in_a_foreign_byte_order_are_refused_naming_them(field):
+    "A big-endian `lam` has dtype name 'float32': the C loop would read garbage; it is refused, nothing changes"
+    lam = np.full(4, .25, '>f4') if field == 'lam' else np.full(4, .25, np.float32)
+    boxes = np.tile([0, 4, 0, 4], (4, 1)).astype('>i8' if field == 'boxes' else np.int64)
+    p = MixParams(lam, np.array([True, False, True, False]), np.array([False, True, False, True]), boxes)
+    x = torch.rand(4, 3, 8, 8); x0 = x.clone()
+    for apply in (mix_, mix_reference):
+        with pytest.raises(ValueError, match=f'`p.{field}` must be in this machine.s byte order'): apply(x, p)
+        assert torch.equal(x, x0)
+    native = MixParams(p.lam.astype(np.float32), p.mixup, p.cutmix, p.boxes.astype(np.int64))
+    assert torch.equal(mix_(x.clone(), native), mix_reference(x, native))     # the same draws, native: mixed
+
+@pytest.mark.parametrize('masks, error', [(np.ones((4, 4, 16), bool), ValueError), (np.ones((4, 8, 8), np.uint8), TypeError),
+                                          (np.ones((2, 8, 8), bool), ValueError), ([[True] * 8] * 8, TypeError)])
+def test_masks_of_the_wrong_shape_or_type_are_refused(masks, error):
+    "(B, 4, 16) masks for 8x8 images have the right byte count: the C loop would take them; `mix_` names `p.masks`"
+    p = MaskParams(np.full(4, .5, np.float32), np.zeros(4, bool), np.ones(4, bool), np.zeros((4, 4), np.int64),
+                   'elem', 4, masks)
+    x = torch.rand(4, 3, 8, 8); x0 = x.clone()
+    for kernel in FAST + ['reference']:
+        with use_kernel(kernel), pytest.raises(error, match='`p.masks`'): mix_(x, p)
+        assert torch.equal(x, x0)
