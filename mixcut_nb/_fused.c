@@ -7,7 +7,8 @@
    each operation as torch does, 2 pastes the partner's box: rows box[d][0] <= h < box[d][1], columns
    box[d][2]*q <= k < box[d][3]*q, or, given masks (FMix), every value whose column's byte in draw d's mask
    (H x L/q bytes) is 0. Both elements of a pair read the other's original values; only elements e < written
-   are written. */
+   are written. Given a partner array instead (out of place only: dst apart from src), element e is mixed with
+   src's element partner[e], each element on its own. */
 #define PY_SSIZE_T_CLEAN
 #define Py_LIMITED_API 0x030A0000
 #include <Python.h>
@@ -22,6 +23,7 @@ static const int64_t SIZE[3] = {4, 8, 1};
 typedef struct {
     int dtype; int64_t B, R, L, H, q, written;    /* elements e >= written are not written */
     const int64_t *follows;                       /* the draw element e follows, -1 for none */
+    const int64_t *partner;                       /* NULL: pairs e, B-1-e; else e's partner (out of place) */
     const char *src; int64_t src_stride; const int64_t *src_at;   /* element e at src_at[e], else src + e*src_stride */
     char *dst; int64_t dst_stride; const int64_t *dst_at;          /* likewise; a 0 in dst_at: not written */
     const int8_t *op; const double *w, *v; const int64_t *box;     /* one per draw */
@@ -148,6 +150,40 @@ static void pair_seg(const job_t *j, int64_t p, int64_t at, int64_t n, int64_t h
 
 static int pastes(const job_t *j, int64_t e) { int64_t d = draw_of(j, e); return d >= 0 && j->op[d] == 2; }
 
+/* Values at .. at+n of element e alone, out of place: its own values and its partner's, from src, into dst */
+static void elem_seg(const job_t *j, int64_t e, int64_t at, int64_t n, int64_t h) {
+    char *out = dst_of(j, e);
+    if (!out) return;
+    const int64_t d = draw_of(j, e), es = SIZE[j->dtype];
+    int op = d < 0 ? 0 : j->op[d]; int64_t c0 = 0, c1 = 0; double w = 1, v = 0; const uint8_t *m = NULL;
+    if (op) {
+        const int64_t *bx = j->box + 4 * d;
+        if (op == 2 && j->mask) m = j->mask + (d * j->H + h) * (j->L / j->q);   /* this row of its mask */
+        else if (op == 2 && (h < bx[0] || h >= bx[1])) op = 0;   /* this row misses the box */
+        c0 = bx[2] * j->q; c1 = bx[3] * j->q; w = j->w[d]; v = j->v[d];
+    }
+    ROWS[j->dtype](out + at * es, src_of(j, e) + at * es, src_of(j, j->partner[e]) + at * es, op, w, v, c0, c1, n, m,
+                   j->q);
+}
+
+/* Items (element, row), each element on its own: in element order, so a partner next to its element (e-1) was
+   just read, and is read again from the cache */
+static void *run_each(void *arg) {
+    const job_t *j = (const job_t *)arg;
+    for (int64_t it = j->lo; it < j->hi;) {               /* item `it` is row it % R of element it / R */
+        const int64_t e = it / j->R, r0 = it % j->R;
+        const int64_t r1 = j->hi - e * j->R < j->R ? j->hi - e * j->R : j->R;   /* this thread's rows of e */
+        if (pastes(j, e))                                 /* a box or a mask: row by row */
+            for (int64_t r = r0, h = r0 % j->H; r < r1; r++, h = h + 1 == j->H ? 0 : h + 1)
+                elem_seg(j, e, r * j->L, j->L, h);
+        else                                              /* the rows are one run of values */
+            for (int64_t k = r0 * j->L, end = r1 * j->L; k < end; k += j->span)
+                elem_seg(j, e, k, end - k < j->span ? end - k : j->span, -1);
+        it = e * j->R + r1;
+    }
+    return NULL;
+}
+
 static void *run(void *arg) {
     const job_t *j = (const job_t *)arg;
     for (int64_t it = j->lo; it < j->hi;) {               /* item `it` is row it % R of pair it / R */
@@ -180,7 +216,7 @@ static void parallel(void *(*fn)(void *), char *jobs, size_t size, int threads) 
 
 /* Run `job` on up to `threads` threads: 0 when done, -1 when out of memory (then nothing is written) */
 static int mix_all(job_t job, int threads) {
-    const int64_t items = (job.B + 1) / 2 * job.R;
+    const int64_t items = (job.partner ? job.B : (job.B + 1) / 2) * job.R;
     if (items == 0 || job.L == 0) return 0;
     if (threads > 64) threads = 64;
     if (threads > items) threads = (int)items;
@@ -194,7 +230,7 @@ static int mix_all(job_t job, int threads) {
         jobs[t].lo = items * t / threads; jobs[t].hi = items * (t + 1) / threads;
         jobs[t].span = span; jobs[t].tmp = tmp + t * span * SIZE[job.dtype];
     }
-    parallel(run, (char *)jobs, sizeof(job_t), threads);
+    parallel(job.partner ? run_each : run, (char *)jobs, sizeof(job_t), threads);
     free(tmp);
     return 0;
 }
@@ -227,14 +263,14 @@ static int draws(int64_t n, const char *lam, Py_ssize_t nlam, const char *mixup,
 }
 
 static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kw[] = {"dtype", "follows", "written", "B", "R", "L", "H", "q", "src", "src_stride", "dst", "dst_stride",
-                         "lam", "mixup", "cutmix", "boxes", "masks", "threads", NULL};
+    static char *kw[] = {"dtype", "follows", "partner", "written", "B", "R", "L", "H", "q", "src", "src_stride", "dst",
+                         "dst_stride", "lam", "mixup", "cutmix", "boxes", "masks", "threads", NULL};
     int dtype, threads; long long written, B, R, L, H, q, ss, ds; PyObject *src, *dst;
-    const char *fl, *lam, *mixup, *cutmix, *bx, *masks; Py_ssize_t nfl, nlam, nmix, ncut, nbx, nmasks;
+    const char *fl, *pa, *lam, *mixup, *cutmix, *bx, *masks; Py_ssize_t nfl, npa, nlam, nmix, ncut, nbx, nmasks;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$iy#LLLLLLOLOLy#y#y#y#y#i", kw, &dtype, &fl, &nfl, &written, &B, &R, &L,
-                                     &H, &q, &src, &ss, &dst, &ds, &lam, &nlam, &mixup, &nmix, &cutmix, &ncut, &bx, &nbx,
-                                     &masks, &nmasks, &threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$iy#y#LLLLLLOLOLy#y#y#y#y#i", kw, &dtype, &fl, &nfl, &pa, &npa,
+                                     &written, &B, &R, &L, &H, &q, &src, &ss, &dst, &ds, &lam, &nlam, &mixup, &nmix,
+                                     &cutmix, &ncut, &bx, &nbx, &masks, &nmasks, &threads))
         return NULL;
     if (!check(dtype >= F32 && dtype <= U8, "mix: unknown dtype")
         || !check(B >= 0 && R >= 0 && L >= 0 && H >= 1 && q >= 1 && R % H == 0 && L % q == 0, "mix: bad layout")
@@ -244,6 +280,10 @@ static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (!check(nfl == 8 * B, "mix: follows needs one int64 per element")) return NULL;
     for (int64_t e = 0; e < B; e++)
         if (!check(-1 <= follows[e] && follows[e] < n, "mix: follows names a draw that does not exist")) return NULL;
+    const int64_t *partner = npa ? (const int64_t *)pa : NULL;
+    if (partner && !check(npa == 8 * B, "mix: partner needs one int64 per element, or none")) return NULL;
+    for (int64_t e = 0; partner && e < B; e++)
+        if (!check(0 <= partner[e] && partner[e] < B, "mix: a partner is outside the batch")) return NULL;
     if (!check(ncut == n && nbx == 32 * n, "mix: lam, mixup, cutmix and boxes need one entry per draw")
         || !check(nmasks == 0 || nmasks == n * H * (L / q), "mix: masks need H x W bytes per draw, or none")) return NULL;
     const int64_t *box = (const int64_t *)bx;
@@ -255,12 +295,14 @@ static PyObject *mix(PyObject *self, PyObject *args, PyObject *kwargs) {
     char *mem = malloc((size_t)(n * (1 + 2 * sizeof(double))) + 1);
     if (!mem) return PyErr_NoMemory();
     double *w = (double *)mem, *v = w + n; int8_t *op = (int8_t *)(v + n);
-    job_t job = {.dtype = dtype, .follows = follows, .written = written, .B = B, .R = R, .L = L, .H = H, .q = q, .src_stride = ss, .dst_stride = ds,
+    job_t job = {.dtype = dtype, .follows = follows, .partner = partner, .written = written, .B = B, .R = R, .L = L, .H = H, .q = q, .src_stride = ss, .dst_stride = ds,
                  .op = op, .w = w, .v = v, .box = box, .mask = nmasks ? (const uint8_t *)masks : NULL};
     char *s;
     if (draws(n, lam, nlam, mixup, cutmix, op, w, v) || address(src, B, "src", &s, &job.src_at)
         || address(dst, B, "dst", &job.dst, &job.dst_at)) { free(mem); return NULL; }
     job.src = s;
+    if (partner && !check(!job.src_at && !job.dst_at ? s + B * ss <= job.dst || job.dst + B * ds <= s : 1,
+                          "mix: with a partner array, dst must lie apart from src")) { free(mem); return NULL; }
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = mix_all(job, threads);
@@ -354,13 +396,19 @@ static PyObject *paste_shrunk(PyObject *self, PyObject *args, PyObject *kwargs) 
 }
 
 /* Targets: timm's mixup_target of class ids, one pass over float32 rows. Row i holds off*w + off*v everywhere,
-   on*w + off*v at its class c, off*w + on*v at its partner's class (on*w + on*v when both are c): the values
+   on*w + off*v at its class c, off*w + on*v at its partner's class (row B-1-i's, or row partner[i]'s; on*w + on*v
+   when both are c): the values
    y1*lam + y2*(1-lam) takes, each product and the sum rounded to float32 as torch does. */
 static PyObject *one_hot(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kw[] = {"out", "ids", "B", "num_classes", "on", "off", "lam", NULL};
-    PyObject *out_o, *ids_o, *lam_o; long long B, n; double on_d, off_d;
+    static char *kw[] = {"out", "ids", "B", "num_classes", "on", "off", "lam", "partner", NULL};
+    PyObject *out_o, *ids_o, *lam_o; long long B, n; double on_d, off_d; const char *pa; Py_ssize_t npa;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOLLddO", kw, &out_o, &ids_o, &B, &n, &on_d, &off_d, &lam_o)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOLLddOy#", kw, &out_o, &ids_o, &B, &n, &on_d, &off_d, &lam_o,
+                                     &pa, &npa)) return NULL;
+    const int64_t *partner = npa ? (const int64_t *)pa : NULL;
+    if (partner && !check(npa == 8 * B, "one_hot: partner needs one int64 per row, or none")) return NULL;
+    for (int64_t i = 0; partner && i < B; i++)
+        if (!check(0 <= partner[i] && partner[i] < B, "one_hot: a partner is outside the batch")) return NULL;
     float *out = (float *)PyLong_AsVoidPtr(out_o); const int64_t *ids = (const int64_t *)PyLong_AsVoidPtr(ids_o);
     if (PyErr_Occurred()) return NULL;
     const float on = (float)on_d, off = (float)off_d;
@@ -374,7 +422,7 @@ static PyObject *one_hot(PyObject *self, PyObject *args, PyObject *kwargs) {
         float w, v;
         if (lams) { memcpy(&w, lams + 4 * i, 4); v = 1.0f - w; }
         else { w = (float)lam1; v = (float)(1.0 - lam1); }     /* a Python float: 1-lam in double, as Python does */
-        const int64_t c = ids[i], pc = ids[B - 1 - i];
+        const int64_t c = ids[i], pc = ids[partner ? partner[i] : B - 1 - i];
         float *row = out + i * n;
         const float both_off = off * w + off * v;
         for (int64_t k = 0; k < n; k++) row[k] = both_off;
@@ -398,13 +446,15 @@ static PyObject *id_range(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"mix", (PyCFunction)(void (*)(void))mix, METH_VARARGS | METH_KEYWORDS,
-     "mix(*, dtype, follows, written, B, R, L, H, q, src, src_stride, dst, dst_stride, lam, mixup, cutmix, boxes, masks, "
+     "mix(*, dtype, follows, partner, written, B, R, L, H, q, src, src_stride, dst, dst_stride, lam, mixup, cutmix, "
+     "boxes, masks, "
      "threads): "
      "mix a batch in one pass (see mixcut_nb.fused)"},
     {"paste_shrunk", (PyCFunction)(void (*)(void))paste_shrunk, METH_VARARGS | METH_KEYWORDS,
      "paste_shrunk(*, itemsize, B, C, H, W, strides, data, boxes, threads): ResizeMix's paste of each shrunk partner"},
     {"one_hot", (PyCFunction)(void (*)(void))one_hot, METH_VARARGS | METH_KEYWORDS,
-     "one_hot(*, out, ids, B, num_classes, on, off, lam): timm's mixup_target of class ids into float32 rows at `out`"},
+     "one_hot(*, out, ids, B, num_classes, on, off, lam, partner): timm's mixup_target of class ids into float32 "
+     "rows at `out`"},
     {"id_range", id_range, METH_VARARGS, "id_range(ids, B): (smallest, largest) of B int64 class ids at address `ids`"},
     {NULL, NULL, 0, NULL}};
 

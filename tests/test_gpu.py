@@ -183,8 +183,10 @@ def test_cuda_training_loop_never_waits_for_the_gpu(mode):
 MODE_TABLE = """
 import numpy as np, torch
 from mixcut_nb import MixParams
-from mixcut_nb.params import MODES, _random_params
-from mixcut_nb.gpu import mix_gpu_
+from dataclasses import replace
+from mixcut_nb.params import MODES, PARTNERS, _random_params
+from mixcut_nb.params import mix_reference
+from mixcut_nb.gpu import mix_gpu_, mix_gpu
 def by_the_table(x, p):
     "element i follows draw MODES[p.mode].follows(B)[i] and mixes with B-1-i, written out element by element"
     B, out = len(x), x.clone()
@@ -205,6 +207,17 @@ for mode in MODES:
                 y = x.clone(); v = y._version
                 assert mix_gpu_(y, p, forced=True) and torch.equal(y, by_the_table(x, p)), (mode, B, dtype, seed)
                 assert y._version > v                       # autograd is told that the kernel wrote y
+for mode in MODES:                              # out of place, every pairing: each element with its partner
+    for pairing, partner in PARTNERS.items():
+        x = torch.randn(5 if not MODES[mode].even else 6, 3, 7, 9); x0 = x.clone()
+        p = replace(_random_params(mode, len(x), 7, 9, seed=1), pairing=pairing)
+        out = mix_gpu(x, p, forced=True)
+        assert torch.equal(out, mix_reference(x, p)) and torch.equal(x, x0), (mode, pairing)
+        follows = MODES[mode].follows(len(x))
+        for i, j in enumerate(partner(len(x))):          # the draws applied to the pair (i, its partner j)
+            if follows[i] >= 0 and p.mixup[follows[i]]:
+                lam = p.lam[follows[i]]
+                assert torch.equal(out[i], x[i] * lam + x[j] * (1 - lam)), (mode, pairing, i)
 print('ok')
 """
 

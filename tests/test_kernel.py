@@ -8,7 +8,8 @@ import mixcut_nb
 from mixcut_nb import MixParams, Mixup, FastCollateMixup, mix_, mix_reference
 from mixcut_nb.mixing import use_kernel
 from mixcut_nb import fused
-from mixcut_nb.params import MODES, _random_params
+from dataclasses import replace
+from mixcut_nb.params import MODES, PARTNERS, _random_params
 
 FAST = ['auto', 'c'] if fused.available() else ['auto']    # 'auto' is the C loop on the CPU where it was built
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]
@@ -318,6 +319,38 @@ def by_the_table(x, p):
     e = MixParams(np.where(on, p.lam[d], 1).astype(p.lam.dtype), p.mixup[d] & on, p.cutmix[d] & on,
                   p.boxes[d] * on[:, None], 'elem', len(x))
     return timm_loop(x, e)
+
+def by_the_tables(x, p):
+    "Element i follows draw `MODES[p.mode].follows(B)[i]` and mixes with `PARTNERS[p.pairing](B)[i]`, written out"
+    B, out = len(x), x.clone()
+    for i, (d, j) in enumerate(zip(MODES[p.mode].follows(B), PARTNERS[p.pairing](B))):
+        if d < 0: continue
+        lam = p.lam[d]
+        if p.mixup[d]:
+            if x.dtype == torch.uint8:
+                f = x[i].numpy().astype(np.float32) * lam + x[j].numpy().astype(np.float32) * (1 - lam)
+                out[i] = torch.from_numpy(np.rint(f).astype(np.uint8))
+            else: out[i] = x[i] * lam + x[j] * (1 - lam)
+        if p.cutmix[d]:
+            yl, yh, xl, xh = p.boxes[d]
+            out[i][:, yl:yh, xl:xh] = x[j][:, yl:yh, xl:xh]
+    return out
+
+@pytest.mark.skipif(not fused.available(), reason='the C loop was not built')
+@pytest.mark.parametrize('pairing', list(PARTNERS))
+@pytest.mark.parametrize('mode', list(MODES))
+def test_the_c_loop_out_of_place_follows_the_tables(mode, pairing):
+    "Out of place, in every mode and pairing: each element follows its draw and mixes with its partner; x untouched"
+    for B in ((2, 6, 8) if MODES[mode].even else (1, 5, 6)):
+        for dtype in (torch.float32, torch.float64, torch.uint8):
+            x = torch.randint(0, 256, (B, 3, 7, 9)).to(dtype) if dtype == torch.uint8 else torch.randn(B, 3, 7, 9, dtype=dtype)
+            x0 = x.clone()
+            for seed in range(4):
+                p = replace(_random_params(mode, B, 7, 9, seed), pairing=pairing)
+                out = fused.mix_c(x, p, forced=True)
+                assert torch.equal(out, by_the_tables(x, p)) and torch.equal(x, x0), (mode, pairing, B, dtype, seed)
+                assert torch.equal(out, mix_reference(x, p))
+    with pytest.raises(ValueError, match="pairs B-1-i, not 'roll'"): fused.mix_c_(x, replace(p, pairing='roll'), forced=True)
 
 @pytest.mark.skipif(not fused.available(), reason='the C loop was not built')
 @pytest.mark.parametrize('mode', list(MODES))
