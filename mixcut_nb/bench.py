@@ -12,7 +12,7 @@ import numpy as np, torch
 from . import fused
 from .mixing import Mixup, use_kernel, KERNELS
 from .collate import FastCollateMixup
-from .train import _progress
+from .files import _progress
 
 # %% ../nbs/06_bench.ipynb #4835726f
 KINDS = {'mixup': dict(mixup_alpha=1., cutmix_alpha=0.), 'cutmix': dict(mixup_alpha=0., cutmix_alpha=1.),
