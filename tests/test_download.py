@@ -2,7 +2,7 @@
 import contextlib, gzip, hashlib, http.server, io, os, socket, socketserver, tarfile, threading
 from pathlib import Path
 import numpy as np, pytest
-from mixcut_nb import train as T
+from mixcut_nb import train as T, download as D, loop as L
 
 NAME = 'imagenette2-320'
 
@@ -89,7 +89,7 @@ def test_bad_archives_are_refused_before_extracting(tmp_path, case):
 
 def test_the_member_limit_is_checked_while_reading(tmp_path, monkeypatch):
     "Just at the limit is fine; one more is refused"
-    monkeypatch.setattr(T, 'MAX_MEMBERS', 50)
+    monkeypatch.setattr(D, 'MAX_MEMBERS', 50)
     ok = many_members(50, f'{NAME}/train/a/'); got = fetch(tmp_path, {f'{NAME}.tgz': ok}, f'{NAME}.tgz')
     assert len(list((got / 'train' / 'a').iterdir())) == 50
 
@@ -133,7 +133,7 @@ def test_stale_temporary_files_of_a_killed_download_are_removed(tmp_path):
 @pytest.mark.parametrize('where, match', [('missing', 'HTTP error 404'), ('closed', 'cannot download')])
 def test_cli_download_failures_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch, where, match):
     with serve({}) as url:
-        monkeypatch.setattr(T, 'IMAGENETTE_URL', f'{url}/{NAME}.tgz' if where == 'missing' else f'http://127.0.0.1:{closed_port()}/{NAME}.tgz')
+        monkeypatch.setattr(L, 'IMAGENETTE_URL', f'{url}/{NAME}.tgz' if where == 'missing' else f'http://127.0.0.1:{closed_port()}/{NAME}.tgz')
         with pytest.raises(SystemExit) as e: T.main([str(tmp_path / 'data'), '--download', '--output', str(tmp_path / 'out'), '--workers', '0'])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and match in err[0], err

@@ -5,7 +5,7 @@ import numpy as np, pytest, torch
 from timm.data import mixup as tm
 from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 import mixcut_nb as mc
-from mixcut_nb import train as T
+from mixcut_nb import train as T, flags as F, loop as L
 from mixcut_nb.data import digits_folder
 
 @pytest.fixture(scope='session', autouse=True)
@@ -82,7 +82,7 @@ def test_two_process_ddp_counts_every_sample(tmp_path, cache):
     assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'curves.png', 'metrics.csv', 'summary.json']
 
 def test_shards_split_validation_exactly():
-    shards = [list(T._Shard(11, r, 3)) for r in range(3)]
+    shards = [list(L._Shard(11, r, 3)) for r in range(3)]
     assert sorted(sum(shards, [])) == list(range(11))
 
 def tgz(path, members):
@@ -381,7 +381,7 @@ def test_an_image_unreadable_during_training_stops_the_run_naming_it(tmp_path, c
     write = T.write_metrics
     def write_then_break_the_image(out, history, args):        # after epoch 1 the file is cut off, as by a failing disk
         write(out, history, args); (data / 'train' / 'a' / 'late.jpg').write_bytes(good[:1500])
-    monkeypatch.setattr(T, 'write_metrics', write_then_break_the_image)
+    monkeypatch.setattr(L, 'write_metrics', write_then_break_the_image)
     out = tmp_path / 'run'
     code, err = run_main([data, *TINY.replace('--epochs 1 --max-steps 1', '--epochs 2').replace('--workers 0', f'--workers {workers}').split(),
                           '--output', out], capsys)
@@ -430,16 +430,16 @@ def test_the_start_line_names_the_methods(tmp_path, capsys):
 
 @pytest.mark.parametrize('p', [0.2, 0.5])
 def test_label_noise_moves_a_share_of_training_labels_only(cache, p):
-    clean_tr, clean_val = T.make_loaders(T._resolve(parse('--workers 0')), cache)
-    tr, val = T.make_loaders(T._resolve(parse(f'--label-noise {p} --seed 3 --workers 0')), cache)
+    clean_tr, clean_val = T.make_loaders(F._resolve(parse('--workers 0')), cache)
+    tr, val = T.make_loaders(F._resolve(parse(f'--label-noise {p} --seed 3 --workers 0')), cache)
     y0, y = np.array(clean_tr.dataset.targets), np.array(tr.dataset.targets)
     assert (y != y0).sum() == round(p * len(y)) == tr.dataset.noisy_labels          # the share asked for, each one moved
     assert [t for _, t in tr.dataset.samples] == y.tolist() and [tr.dataset[i][1] for i in range(0, len(y), 97)] == y[::97].tolist()
     assert [path for path, _ in tr.dataset.samples] == [path for path, _ in clean_tr.dataset.samples]
     assert val.dataset.samples == clean_val.dataset.samples and val.dataset.targets == clean_val.dataset.targets   # validation untouched
-    again, _ = T.make_loaders(T._resolve(parse(f'--label-noise {p} --seed 3 --workers 2')), cache, rank=1, world=2)
+    again, _ = T.make_loaders(F._resolve(parse(f'--label-noise {p} --seed 3 --workers 2')), cache, rank=1, world=2)
     assert again.dataset.targets == y.tolist()                                       # the same seed: the same labels, in any process
-    other, _ = T.make_loaders(T._resolve(parse(f'--label-noise {p} --seed 4 --workers 0')), cache)
+    other, _ = T.make_loaders(F._resolve(parse(f'--label-noise {p} --seed 4 --workers 0')), cache)
     assert other.dataset.targets != y.tolist()
 
 def test_noisy_labels_go_to_every_other_class_alike():
