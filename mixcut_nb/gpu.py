@@ -113,6 +113,7 @@ def mix_gpu_(x:torch.Tensor,   # batch (B, C, H, W) on a GPU (or on the CPU unde
     _wrote(x)
     return True
 
+# %% ../nbs/03_gpu.ipynb #bfd148f9
 def _takes(x, p, forced, in_place):
     "`_layout(x)` where the kernel takes `x` and `p`, else `None`; an error if `forced`"
     if not _runs_on(x, forced): return None
