@@ -8,12 +8,13 @@ __all__ = ['MODES', 'PARTNERS', 'Mode', 'MixParams', 'mix_reference']
 # %% ../nbs/01_params.ipynb #bde8d011
 import warnings
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable
 import numpy as np, torch
 from fastcore.basics import patch
 
 # %% ../nbs/01_params.ipynb #557cf3aa
-class Mode(NamedTuple):
+@dataclass(frozen=True)
+class Mode:
     "What a mode means for a batch of `B` images: how many draws, and which draw each element follows"
     draws: Callable    # B -> n, the number of draws
     follows: Callable  # B -> (B,) int64: the draw element `i` follows, -1 where it is left alone
