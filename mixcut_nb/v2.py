@@ -6,6 +6,7 @@
 __all__ = ['MixUp', 'CutMix', 'swap_into_torchvision']
 
 # %% ../nbs/07_v2.ipynb #3a1d19ee
+import math
 from contextlib import contextmanager
 import numpy as np, torch
 from torch.utils.data import get_worker_info
@@ -13,7 +14,7 @@ from fastcore.basics import patch
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as tv2
 from torchvision.transforms.v2 import _augment
-from torchvision.transforms.v2._utils import is_pure_tensor
+from torchvision.transforms.v2._utils import is_pure_tensor, query_size
 from . import fused
 from .params import MixParams
 from .mixing import _mix, _kernel
@@ -87,6 +88,19 @@ def _mixed_labels(self:_EngineMix, label, p):
     from mixcut_nb import gpu
     return gpu.mixed_one_hot(label.contiguous(), self.num_classes, 0., p)
 
+# %% ../nbs/07_v2.ipynb #c1d17634
+def _beta(dist):
+    "`float(dist.sample(()))` for torchvision's `Beta(tensor([a]), tensor([a]))`: one call into torch's sampler"
+    sample = getattr(torch, '_sample_dirichlet', None)
+    if type(dist) is not torch.distributions.Beta or sample is None: return float(dist.sample(()))
+    return float(sample(dist._dirichlet.concentration)[0, 0])   # Beta.sample's Dirichlet sample, column 0
+
+@patch
+def make_params(self:_EngineMix, flat_inputs):
+    "torchvision's draws, made by `_draw`: from torch's global generator, or from `generator` (below)"
+    if self.generator is None: return self._draw(flat_inputs)
+    with _drawing_from(self._stream()): return self._draw(flat_inputs)
+
 # %% ../nbs/07_v2.ipynb #00448b76
 class MixUp(_EngineMix, tv2.MixUp):
     "torchvision's `v2.MixUp`, drop-in: its draws and bits, element `i` blended with `i-1` in one pass"
@@ -100,6 +114,10 @@ class MixUp(_EngineMix, tv2.MixUp):
         if not isinstance(uint8, bool): raise TypeError(f"`uint8` must be True or False, got {uint8!r}")
         self._extras(generator)
         self.uint8, self._dtypes = uint8, _FLOATS + ((torch.uint8,) if uint8 else ())
+
+    def _draw(self, flat_inputs):
+        "torchvision's `MixUp.make_params`: `lam` from Beta(alpha, alpha)"
+        return dict(lam=_beta(self._dist))
 
     def _draws(self, params):
         "The call as a `MixParams`: one blend for the batch with torchvision's `lam`, partner `i-1`"
@@ -124,6 +142,19 @@ class CutMix(_EngineMix, tv2.CutMix):
         return MixParams(np.array([params['lam_adjusted']]), np.array([False]), np.array([True]),
                          np.array([[y1, y2, x1, x2]]), 'batch', params['batch_size'], pairing='roll')
 
+# %% ../nbs/07_v2.ipynb #c8776b42
+@patch
+def _draw(self:CutMix, flat_inputs):
+    "torchvision's `CutMix.make_params`: the same draws in the same order, its arithmetic on Python numbers"
+    lam = _beta(self._dist)
+    H, W = query_size(flat_inputs)
+    r_x, r_y = int(torch.randint(W, size=(1,))), int(torch.randint(H, size=(1,)))
+    r = 0.5 * math.sqrt(1.0 - lam)
+    r_w_half, r_h_half = int(r * W), int(r * H)
+    x1, y1 = max(r_x - r_w_half, 0), max(r_y - r_h_half, 0)
+    x2, y2 = min(r_x + r_w_half, W), min(r_y + r_h_half, H)
+    return dict(box=(x1, y1, x2, y2), lam_adjusted=float(1.0 - (x2 - x1) * (y2 - y1) / (W * H)))
+
 # %% ../nbs/07_v2.ipynb #ac0d1abf
 @contextmanager
 def _drawing_from(g):
@@ -143,13 +174,6 @@ def _stream(self:_EngineMix):
         seed = int(torch.randint(2**62, (), generator=self.generator))
         self._worker = info.seed, torch.Generator().manual_seed(hash((info.seed, seed)) % 2**62)
     return self._worker[1]
-
-@patch
-def make_params(self:_EngineMix, flat_inputs):
-    "torchvision's draws, from torch's global generator, or from `generator`"
-    draw = super(_EngineMix, self).make_params
-    if self.generator is None: return draw(flat_inputs)
-    with _drawing_from(self._stream()): return draw(flat_inputs)
 
 # %% ../nbs/07_v2.ipynb #871e9c97
 def swap_into_torchvision()->list: # the names replaced, as 'module.name'
