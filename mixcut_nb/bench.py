@@ -228,10 +228,6 @@ def main(argv=None):
     "`mixcut_bench`: print the table for Mixup (and FastCollateMixup) against timm"
     run(argv)
 
-# %% ../nbs/17_bench.ipynb #fca18ef9
-#| eval: false
-if __name__ == '__main__': main()
-
 # %% ../nbs/17_bench.ipynb #96c5120c
 def bench_beyond(batch_size=128, img_size=224, repeats=7, modes=('batch', 'pair', 'elem'), seed=0,
                  progress=True):
@@ -338,3 +334,7 @@ def _against_torchvision(a):
           f"threads, cpu, float32, median of {a.repeats}")
     print(format_torchvision(rows))
     return rows
+
+# %% ../nbs/17_bench.ipynb #fca18ef9
+#| eval: false
+if __name__ == '__main__': main()
