@@ -58,7 +58,8 @@ def transform(self:_EngineMix, inpt, params):
     self._check_image_or_video(inpt, batch_size=params['batch_size'])
     x = _as_batch(inpt) if inpt.dtype in self._dtypes else None
     if x is None: return super(_EngineMix, self).transform(inpt, params)    # torchvision's code
-    out = _mix(x, self._params(params)).view(inpt.shape)
+    out = _mix(x, self._params(params))
+    if out.ndim != inpt.ndim: out = out.view(inpt.shape)                  # a video's shape again
     return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, (tv_tensors.Image, tv_tensors.Video)) else out
 
 # %% ../nbs/07_v2.ipynb #e605b930
