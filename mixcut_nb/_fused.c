@@ -166,6 +166,19 @@ static void elem_seg(const job_t *j, int64_t e, int64_t at, int64_t n, int64_t h
                    j->q);
 }
 
+/* Rows r0 .. r1 of element e, which pastes its partner's box, out of place: copied as one run, then the box's
+   columns pasted into the rows that cross it, one copy per such row */
+static void box_rows(const job_t *j, int64_t e, int64_t r0, int64_t r1) {
+    char *out = dst_of(j, e);
+    if (!out) return;
+    const int64_t es = SIZE[j->dtype], row = j->L * es, *bx = j->box + 4 * draw_of(j, e);
+    const int64_t c0 = bx[2] * j->q * es, n = (bx[3] - bx[2]) * j->q * es;
+    const char *own = src_of(j, e), *other = src_of(j, j->partner[e]);
+    memcpy(out + r0 * row, own + r0 * row, (size_t)((r1 - r0) * row));
+    for (int64_t r = r0, h = r0 % j->H; n && r < r1; r++, h = h + 1 == j->H ? 0 : h + 1)
+        if (bx[0] <= h && h < bx[1]) memcpy(out + r * row + c0, other + r * row + c0, (size_t)n);
+}
+
 /* Items (element, row), each element on its own: in element order, so a partner next to its element (e-1) was
    just read, and is read again from the cache */
 static void *run_each(void *arg) {
@@ -173,7 +186,8 @@ static void *run_each(void *arg) {
     for (int64_t it = j->lo; it < j->hi;) {               /* item `it` is row it % R of element it / R */
         const int64_t e = it / j->R, r0 = it % j->R;
         const int64_t r1 = j->hi - e * j->R < j->R ? j->hi - e * j->R : j->R;   /* this thread's rows of e */
-        if (pastes(j, e))                                 /* a box or a mask: row by row */
+        if (pastes(j, e) && !j->mask) box_rows(j, e, r0, r1);   /* a box: a run, then the box's rows */
+        else if (pastes(j, e))                            /* a mask: row by row */
             for (int64_t r = r0, h = r0 % j->H; r < r1; r++, h = h + 1 == j->H ? 0 : h + 1)
                 elem_seg(j, e, r * j->L, j->L, h);
         else                                              /* the rows are one run of values */

@@ -233,15 +233,35 @@ def test_runner_exit_status_and_errors_are_the_scripts(tmp_path):
     r = run_py('-m', 'mixcut_nb.timm_train', tmp_path / 'fails.py')
     assert r.returncode == 1 and 'RuntimeError: broken script' in r.stderr and 'fails.py' in r.stderr
 
-@pytest.mark.parametrize('args, msg', [([], 'no TRAIN_PY given'), (['no/such/train.py', '--mixup', '1'], "'no/such/train.py': no such file"),
-                                       (['.'], "'.': no such file")])
+@pytest.mark.parametrize('args, msg', [([], 'no SCRIPT given'), (['no/such/train.py', '--mixup', '1'], "'no/such/train.py': no such file"),
+                                       (['.'], "'.': is a directory"), (['/dev/null'], "'/dev/null': is not a regular file")])
 def test_runner_bad_usage_is_one_line_and_exit_2(args, msg):
     r = run_py('-m', 'mixcut_nb.timm_train', *args)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and msg in r.stderr and 'usage:' in r.stderr and r.stdout == ''
 
 def test_runner_help():
     r = run_py('-m', 'mixcut_nb.timm_train', '--help')
-    assert r.returncode == 0 and r.stdout.startswith('usage: python -m mixcut_nb.timm_train TRAIN_PY') and 'torchrun' in r.stdout
+    assert r.returncode == 0 and r.stdout.startswith('usage: python -m mixcut_nb.timm_train SCRIPT') and 'torchrun' in r.stdout
+
+TV_SCRIPT = '''
+import hashlib, json, sys, torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import CutMix
+torch.manual_seed(0)
+x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 10, (8,))
+mix = v2.RandomChoice([CutMix(num_classes=10), v2.MixUp(num_classes=10)])
+digest = hashlib.sha256(b''.join(t.numpy().tobytes() for _ in range(6) for t in mix(x, y))).hexdigest()
+print(json.dumps(dict(modules=sorted({type(t).__module__ for t in mix.transforms}), digest=digest, argv=sys.argv[1:])))
+'''
+
+def test_runner_runs_a_torchvision_script_with_mixcut_nbs_v2_and_the_same_bits(tmp_path):
+    script = tmp_path / 'tv_train.py'
+    script.write_text(TV_SCRIPT)
+    stock, ours = (run_py(*runner, script, '--epochs', '1', cwd=tmp_path) for runner in ([], ['-m', 'mixcut_nb.timm_train']))
+    assert stock.returncode == 0 and ours.returncode == 0, (stock.stderr[-2000:], ours.stderr[-2000:])
+    stock, ours = json.loads(stock.stdout), json.loads(ours.stdout)
+    assert stock['modules'] == ['torchvision.transforms.v2._augment'] and ours['modules'] == ['mixcut_nb.v2']
+    assert ours['digest'] == stock['digest'] and ours['argv'] == ['--epochs', '1']
 
 # --- timm's own train.py, when a copy is at hand ------------------------------------------------------------------
 
