@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import numpy as np, torch
 from torch.utils.data import get_worker_info
 from fastcore.basics import patch
+import torchvision
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as tv2
 from torchvision.transforms.v2 import _augment
@@ -18,6 +19,11 @@ from torchvision.transforms.v2._utils import is_pure_tensor, query_size
 from . import fused
 from .params import MixParams
 from .mixing import _mix, _kernel
+
+# %% ../nbs/07_v2.ipynb #25ab5f24
+if not hasattr(tv2.Transform, 'make_params'):     # before 0.21: `_get_params` and `_transform`
+    raise ImportError("mixcut_nb.v2 needs torchvision >= 0.21, whose v2 transforms have `make_params` and "
+                      f"`transform`; this is torchvision {torchvision.__version__}")
 
 # %% ../nbs/07_v2.ipynb #55296948
 _THEIRS = dict(MixUp=_augment.MixUp, CutMix=_augment.CutMix)    # torchvision's classes, as imported
