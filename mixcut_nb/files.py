@@ -6,7 +6,7 @@
 __all__ = ['UsageError']
 
 # %% ../nbs/10_files.ipynb #0d36eb72
-import csv, io, os, shutil, tempfile
+import csv, io, os, secrets, shutil, tempfile
 from pathlib import Path
 
 # %% ../nbs/10_files.ipynb #14c6aa86
@@ -85,12 +85,20 @@ def _os_error(e):
         seen.add(id(e)); e = e.__cause__ or e.__context__
     return None
 
+# %% ../nbs/10_files.ipynb #3d9a6f10
+def _create(folder, prefix):
+    "A new file `folder/{prefix}XXXXXXXX`, opened for writing, with the mode the umask gives: `(fd, path)`"
+    while True:
+        path = os.path.join(folder, prefix + secrets.token_hex(4))
+        try: return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError: continue
+
 # %% ../nbs/10_files.ipynb #0efdb398
 def _atomic(path, write):
     "Write `path` by `write(file)` into a temporary file beside it, renamed into place: never half-written"
     path, tmp = Path(path), None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}-{os.getpid()}-', dir=path.parent)
+        fd, tmp = _create(path.parent, f'.{path.name}-{os.getpid()}-')
         with os.fdopen(fd, 'wb') as f: write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:      # torch.save: a full disk is a RuntimeError after the OSError
