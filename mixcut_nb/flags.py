@@ -187,9 +187,9 @@ def _weight(item):
     except ValueError: return name, None
 
 # %% ../nbs/12_flags.ipynb #e8bf5a37
-def _mix_p(args):
-    "`MixChoice`'s probabilities for the methods on, from `--mix-weights NAME=W ...` (equal by default)"
-    on, w = _methods_on(args), {}
+def _weights(args, on):
+    "`{name: weight}` of `--mix-weights NAME=W ...`, each a method of `on`, given once"
+    w = {}
     for item in args.mix_weights or ():
         name, v = _weight(item)
         if v is None: raise UsageError(f"--mix-weights takes NAME=W such as fmix=2, got {item!r}")
@@ -199,9 +199,17 @@ def _mix_p(args):
         if name in w: raise UsageError(f"--mix-weights: {name} is given twice")
         if not _finite(v): raise UsageError(f"--mix-weights {item}: a weight must be a finite number >= 0")
         w[name] = v
+    return w
+
+def _mix_p(args):
+    "`MixChoice`'s probabilities for the methods on, from `--mix-weights NAME=W ...` (equal by default)"
+    on = _methods_on(args)
+    w = _weights(args, on)
     p = np.array([w.get(m, 1.) for m in on])
-    if on and not p.sum() > 0: raise UsageError('--mix-weights: the weights of the methods on add up to 0')
-    return p / p.sum() if on else p
+    if not on: return p
+    if not p.max() > 0: raise UsageError('--mix-weights: the weights of the methods on add up to 0')
+    if p.max() > np.finfo(p.dtype).max / len(p): p = p / p.max()     # 1e308s would add up to infinity
+    return p / p.sum()
 
 # %% ../nbs/12_flags.ipynb #112c500b
 def _check_pairs(args):

@@ -111,7 +111,7 @@ def _datasets(args, root):
     train_ds = datasets.ImageFolder(Path(root) / 'train', transform=train_tf, loader=_load_rgb)
     val_ds = datasets.ImageFolder(Path(root) / 'val', transform=val_tf, loader=_load_rgb)
     val_ds.class_to_idx = train_ds.class_to_idx       # the same ids for the same class names
-    val_ds.samples = [(p, train_ds.class_to_idx[Path(p).parent.name]) for p, _ in val_ds.samples]
+    val_ds.samples = [(p, train_ds.class_to_idx[val_ds.classes[y]]) for p, y in val_ds.samples]
     val_ds.targets = [t for _, t in val_ds.samples]
     return train_ds, val_ds
 
