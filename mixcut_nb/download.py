@@ -10,6 +10,8 @@ __all__ = ['IMAGENETTE_URL', 'IMAGENETTE_MD5', 'IMAGENETTE_SIZE', 'MAX_MEMBERS',
 import hashlib, http.client, os, re, shutil, tarfile, tempfile, time, urllib.error, urllib.request, zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from .core import _cache_dir
+from .data import digits_folder
 from .files import UsageError, _reason, _progress, _missing, _rmdirs, _clean_stale
 
 # %% ../nbs/11_download.ipynb #9e8edaf2
@@ -114,7 +116,8 @@ def _fetch(url, f, md5, size, progress=True):
             if length and length.isdigit() and int(length) != size:
                 raise UsageError(f"{url}: the server offers {int(length):,} bytes, expected {size:,}")
             h, got = _read(r, f, size, progress, url)
-    except urllib.error.HTTPError as e: raise UsageError(f"{url}: HTTP error {e.code} ({e.reason})") from None
+    except urllib.error.HTTPError as e:                   # a redirect loop's reason has three lines
+        raise UsageError(f"{url}: HTTP error {e.code} ({_reason(e.reason)})") from None
     except urllib.error.URLError as e:
         why = _reason(e.reason) if isinstance(e.reason, Exception) else e.reason
         raise UsageError(f"cannot download {url}: {why}") from None
@@ -252,3 +255,21 @@ def _load_rgb(path):
     try:
         with open(path, 'rb') as f: return Image.open(f).convert('RGB')
     except Exception as e: raise UsageError(f"cannot read image {path}: {_reason(e)}") from None
+
+# %% ../nbs/11_download.ipynb #9891a13e
+def _data(args, rank, world):
+    "The data set's root: the digits, or `DATA_DIR`, downloaded first with `--download`"
+    if args.download:
+        if args.data_dir is None: raise UsageError('--download needs a DATA_DIR to download into')
+        if rank == 0:
+            args.data_dir = str(download_imagenette(args.data_dir, IMAGENETTE_URL, IMAGENETTE_MD5,
+                                                    IMAGENETTE_SIZE, progress=True))
+        else: args.data_dir = str(Path(args.data_dir) / 'imagenette2-320')
+        if world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+    if args.data_dir is not None: return Path(args.data_dir)
+    try: return digits_folder()
+    except OSError as e:
+        raise UsageError(f"cannot write the digits data set into {_cache_dir()}: {_reason(e)} "
+                         "(set MIXCUT_NB_CACHE)") from None

@@ -6,24 +6,30 @@
 __all__ = ['UsageError']
 
 # %% ../nbs/10_files.ipynb #0d36eb72
-import csv, io, os, secrets, shutil, tempfile
+import csv, io, math, os, secrets, shutil, tempfile
 from pathlib import Path
 
-# %% ../nbs/10_files.ipynb #14c6aa86
-class UsageError(Exception):
-    "Bad data, flags, paths or files: reported as a one-line error with exit status 2"
+# %% ../nbs/10_files.ipynb #7a1c0e52
+def _one_line(s):
+    "`s` on one line: its line breaks and other unprintable characters escaped as Python writes them (`\\n`)"
+    return ''.join(c if c.isprintable() else c.encode('unicode_escape').decode() for c in s)
 
 def _reason(e, limit=300):
-    "An exception's message on one line, for a one-line error"
+    "An exception's message (or a message) on one line, its lines joined, for a one-line error"
     s = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
     s = ' '.join(l.strip() for l in s.splitlines() if l.strip()) or type(e).__name__
     return s if len(s) <= limit else s[:limit - 3] + '...'
 
-# %% ../nbs/10_files.ipynb #2fc7838d
-def _last_line(e):
-    "The message of a `UsageError`; from a DataLoader worker it arrives as the last line of a traceback"
-    lines = [l for l in str(e).splitlines() if l.strip()] or ['UsageError']
-    return lines[-1].split('UsageError: ')[-1].strip()
+# %% ../nbs/10_files.ipynb #14c6aa86
+_WORKER = 'Caught UsageError in DataLoader worker'     # how torch's DataLoader re-raises a worker's error
+
+class UsageError(Exception):
+    "Bad data, flags, paths or files: reported as a one-line error with exit status 2"
+    def __init__(self, message):
+        message = str(message)
+        if message.startswith(_WORKER):          # the worker's message is the traceback's last line
+            message = message.rstrip().splitlines()[-1].partition('UsageError: ')[2]
+        super().__init__(_one_line(message))
 
 # %% ../nbs/10_files.ipynb #21c36261
 def _progress(disable=False, **kw):
@@ -55,6 +61,21 @@ def _check_writable(folder, flag):
         os.close(fd); os.remove(probe)
     except OSError as e: raise UsageError(f"{flag} {folder}: cannot write there ({_reason(e)})") from None
     finally: _rmdirs(made)
+
+# %% ../nbs/10_files.ipynb #5c8a1e2f
+def _cpu_memory():
+    "Bytes this process may take: the system's `MemAvailable`, within its cgroup's limit; else `None`"
+    try: info = dict(l.split(':', 1) for l in Path('/proc/meminfo').read_text().splitlines())
+    except OSError: return None                                 # not Linux: not known
+    return min(int(info['MemAvailable'].split()[0]) * 1024, _cgroup_limit())
+
+def _cgroup_limit():
+    "The memory limit of this process's cgroup (v2), else infinity"
+    try:
+        group = Path('/proc/self/cgroup').read_text().split('::', 1)[1].strip()
+        limit = Path('/sys/fs/cgroup', group.lstrip('/'), 'memory.max').read_text().strip()
+    except (OSError, IndexError): return math.inf
+    return math.inf if limit == 'max' else int(limit)
 
 # %% ../nbs/10_files.ipynb #fb736c15
 def _alive(pid):

@@ -2,7 +2,7 @@
 import contextlib, http.server, json, os, re, resource, signal, socketserver, subprocess, sys, threading, time
 from pathlib import Path
 import pytest, torch
-from mixcut_nb import train as T, download as D, files as F
+from mixcut_nb import train as T, download as D
 from mixcut_nb.data import digits_folder
 
 @pytest.fixture(scope='session', autouse=True)
@@ -57,6 +57,58 @@ def server(handler):
         yield f'http://127.0.0.1:{srv.server_address[1]}'
         srv.shutdown()
 
+# ---- 4: --resume continues the run it resumes ----
+
+def test_resume_keeps_the_runs_flags(tmp_path):
+    out = tmp_path / 'o'
+    code, err = cli('--fmix', '1.0', '--epochs', '1', *QUICK[2:], '--output', out)
+    assert code == 0, err
+    code, err = cli('--epochs', '2', '--resume', out / 'checkpoint.pt')               # the issue's command, no other flag
+    assert code == 0, err
+    c = ckpt(out)
+    assert [h['mixing'] for h in c['history']] == [True, True] and c['args']['fmix'] == 1.0, c['args']
+    assert (c['args']['max_steps'], c['args']['img_size'], c['args']['epochs']) == (1, 16, 2)
+    assert 'mixing on the batch (FMix)' in err[0], err
+    assert json.loads((out / 'summary.json').read_text())['args']['fmix'] == 1.0
+
+@pytest.fixture(scope='module')
+def fmix_run(tmp_path_factory):
+    "A finished one-epoch FMix run on a folder of classes cat and dog"
+    root = tmp_path_factory.mktemp('fmix')
+    data = folder(root / 'data', ('cat', 'dog'))
+    code, err = cli(data, '--fmix', '1', *QUICK, '--output', root / 'run')
+    assert code == 0, err
+    return data, root / 'run' / 'checkpoint.pt'
+
+@pytest.mark.parametrize('flags, match', [
+    ('--epochs 2 --fmix 0', 'a checkpoint of --fmix 1.0, not 0.0 (a resumed run keeps its flags'),
+    ('--epochs 2 --mixup 0.5', 'a checkpoint of --mixup 0.0, not 0.5'),
+    ('--epochs 2 --img-size 32', 'a checkpoint of --img-size 16, not 32'),
+    ('--epochs 2 --model resnet18', 'a checkpoint of --model resnet10t, not resnet18'),
+    ('--epochs 1', 'the run is already finished: it has trained 1 epochs, and --epochs is 1'),
+    ('', 'the run is already finished'),
+])
+def test_resume_refuses_flags_against_the_checkpoint(tmp_path, fmix_run, flags, match):
+    data, ck = fmix_run
+    before = listing(ck.parent)
+    code, err = cli(data, *flags.split(), '--resume', ck)
+    one_line(code, err, f'--resume {ck}: {match}')
+    assert listing(ck.parent) == before
+
+def test_resume_checks_the_class_names(tmp_path, fmix_run):
+    _, ck = fmix_run
+    other = folder(tmp_path / 'ab', ('a', 'b'))
+    code, err = cli(other, '--epochs', '2', '--resume', ck, '--output', tmp_path / 'out')
+    one_line(code, err, f"--resume {ck}: a checkpoint of other classes: its class 0 is 'cat', the data's is 'a'")
+    assert not (tmp_path / 'out').exists()
+
+def test_resume_may_change_epochs_workers_and_where_it_writes(tmp_path, fmix_run):
+    data, ck = fmix_run
+    code, err = cli(data, '--epochs', '3', '--workers', '1', '--resume', ck, '--output', tmp_path / 'more')
+    assert code == 0, err
+    c = ckpt(tmp_path / 'more')
+    assert [h['epoch'] for h in c['history']] == [0, 1, 2] and c['args']['fmix'] == 1.0 and c['args']['workers'] == 1
+
 # ---- 5: every file ImageFolder loads is checked; symlink loops are refused ----
 
 def test_a_corrupt_image_in_a_subfolder_is_found_before_training(tmp_path):
@@ -81,6 +133,74 @@ def test_symlinked_class_folders_and_images_in_subfolders_train(tmp_path):
     code, err = cli(data, *QUICK, '--output', tmp_path / 'out')
     assert code == 0, err
     assert json.loads((tmp_path / 'out' / 'summary.json').read_text())['last']['val_images'] == 5
+
+# ---- 6: tracebacks that are one line now ----
+
+def test_a_bad_kernel_name_is_found_first(tmp_path):
+    code, err = cli(tmp_path / 'no-such-dir', '--mixup', '0.2', env=dict(MIXCUT_NB_KERNEL='bogus'))
+    one_line(code, err, "MIXCUT_NB_KERNEL must be one of ('auto', 'c', 'triton', 'reference'), got 'bogus'")
+
+def test_the_issues_bad_kernel_command(tmp_path):
+    code, err = cli('--mixup', '0.2', *QUICK, '--output', tmp_path / 'out', env=dict(MIXCUT_NB_KERNEL='bogus'))
+    one_line(code, err, 'MIXCUT_NB_KERNEL must be one of')
+
+def test_the_triton_kernel_on_the_cpu_is_one_line(tmp_path):
+    code, err = cli('--mixup', '0.2', *QUICK, '--device', 'cpu', '--output', tmp_path / 'out',
+                    env=dict(MIXCUT_NB_KERNEL='triton', TRITON_INTERPRET='0'))
+    one_line(code, err, 'MIXCUT_NB_KERNEL=triton, but')
+    assert not (tmp_path / 'out').exists()
+
+@pytest.mark.parametrize('flags, match', [
+    ('-b 1', '--batch-size must be >= 2, got 1'),
+    ('--device meta', '--device meta: '),
+    ('--model vit_tiny_patch16_224 --img-size 8', '--model vit_tiny_patch16_224 cannot take --img-size 8: '),
+])
+def test_the_issues_tracebacks_are_one_line(tmp_path, flags, match):
+    data = folder(tmp_path / 'data')
+    args = [*QUICK, *flags.split()]
+    code, err = cli(data, *args, '--output', tmp_path / 'out')
+    one_line(code, err, match)
+    assert not (tmp_path / 'out').exists()
+
+def test_label_noise_on_one_class_is_one_line(tmp_path):
+    data = folder(tmp_path / 'data', ('a',))
+    code, err = cli(data, '--label-noise', '0.2', *QUICK, '--output', tmp_path / 'out')
+    one_line(code, err, f'{data}/train has one class folder, a/: a classifier needs at least two')
+
+def test_a_vit_trains_at_32_pixels(tmp_path):
+    code, err = cli('--model', 'vit_tiny_patch16_224', '--img-size', '32', *QUICK[:4], '-b', '4', '--workers', '0',
+                    '--output', tmp_path / 'out')
+    assert code == 0, err
+    assert ckpt(tmp_path / 'out')['model']['pos_embed'].shape[1] == 1 + (32 // 16) ** 2
+
+# ---- 8: a batch that cannot fit in memory ----
+
+def at_most_12_gb():
+    "A ceiling on the child's address space, so that a run which does allocate fails instead of taking the machine"
+    resource.setrlimit(resource.RLIMIT_AS, (12 << 30, 12 << 30))
+
+def test_an_image_size_whose_batch_cannot_fit_is_refused(tmp_path):
+    code, err = cli('--img-size', '100000', '--output', tmp_path / 'out', preexec_fn=at_most_12_gb)
+    one_line(code, err, '--img-size 100000: a batch of 64 images needs 8,940.7 GiB, more than the ')
+    assert not (tmp_path / 'out').exists()
+
+# ---- 9: messages of several lines are one line, not their last ----
+
+def test_a_redirect_loop_is_one_whole_line(tmp_path, capsys, monkeypatch):
+    with server(Redirect) as url:
+        monkeypatch.setattr(D, 'IMAGENETTE_URL', f'{url}/imagenette2-320.tgz')
+        monkeypatch.setattr(sys.modules['mixcut_nb.loop'], 'IMAGENETTE_URL', f'{url}/imagenette2-320.tgz', raising=False)
+        with pytest.raises(SystemExit) as e: T.main([str(tmp_path / 'data'), '--download', '--output', str(tmp_path / 'out')])
+    err = capsys.readouterr().err.splitlines()
+    one_line(e.value.code, err, f'{url}/imagenette2-320.tgz: HTTP error 302 (The HTTP server returned a redirect error that '
+                                'would lead to an infinite loop. The last 30x error message was: Found)')
+    assert not (tmp_path / 'data').exists()
+
+def test_a_file_name_with_a_newline_is_named_whole(tmp_path):
+    data = folder(tmp_path / 'data')
+    (data / 'train' / 'a' / 'bad\nname.png').write_bytes(b'junk')
+    code, err = cli(data, *QUICK, '--output', tmp_path / 'out')
+    one_line(code, err, f'cannot read image {data}/train/a/bad\\nname.png: cannot identify image file')
 
 # ---- 10: messages that said the wrong thing ----
 
