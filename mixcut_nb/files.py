@@ -6,7 +6,7 @@
 __all__ = ['UsageError']
 
 # %% ../nbs/10_files.ipynb #0d36eb72
-import csv, io, math, os, secrets, shutil, tempfile
+import contextlib, csv, errno, io, math, os, secrets, shutil, signal, tempfile
 from pathlib import Path
 
 # %% ../nbs/10_files.ipynb #7a1c0e52
@@ -136,3 +136,66 @@ def _write_csv(path, fields, rows):
     text = io.StringIO()
     w = csv.DictWriter(text, fields); w.writeheader(); w.writerows({k: r[k] for k in fields} for r in rows)
     _atomic(path, lambda f: f.write(text.getvalue().encode()))
+
+# %% ../nbs/10_files.ipynb #9c4e2a7b
+_LOCK, _HELD = '.mixcut_train.lock', set()          # the lock file's name; the locks this process holds
+
+def _drop_held():
+    "In a forked child: close the lock files inherited from the parent, which holds them"
+    for fd in _HELD:
+        with contextlib.suppress(OSError): os.close(fd)
+    _HELD.clear()
+
+if hasattr(os, 'register_at_fork'): os.register_at_fork(after_in_child=_drop_held)
+
+def _take(path):
+    "An open lock file at `path` that this process holds (`flock`), its pid written in"
+    import fcntl
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP): break      # a filesystem without locks: unlocked
+            pid = os.pread(fd, 20, 0).decode(errors='replace').strip() or 'unknown'
+            os.close(fd)
+            raise UsageError(f"--output {path.parent}: another run (pid {pid}) is writing there; "
+                             "wait for it to end, or choose another --output") from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)): break   # still the file at `path`
+        except FileNotFoundError: pass
+        os.close(fd)                        # the run that held it removed it as we opened it: open it anew
+    os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode())
+    _HELD.add(fd)
+    return fd
+
+# %% ../nbs/10_files.ipynb #2e8d5b0c
+@contextlib.contextmanager
+def _locked(folder):
+    "Hold `folder`'s lock while the block runs; a run holding it already is a one-line error"
+    path = Path(folder) / _LOCK
+    fd = _take(path)
+    try: yield
+    finally: path.unlink(missing_ok=True); _HELD.discard(fd); os.close(fd)
+
+# %% ../nbs/10_files.ipynb #5d2b8e6f
+_SIGINTS = []                 # the SIGINTs received under `_ctrl_c`, not raised yet
+
+@contextlib.contextmanager
+def _ctrl_c():
+    "Within the block a SIGINT is noted for `_ctrl_c_pending` to raise; a second one raises at once"
+    def note(signum, frame):
+        _SIGINTS.append(signum)
+        if len(_SIGINTS) > 1: raise KeyboardInterrupt
+    old = signal.getsignal(signal.SIGINT)
+    ours = old is signal.default_int_handler
+    try:
+        if ours: signal.signal(signal.SIGINT, note)
+    except ValueError: ours = False                    # not the main thread: not ours to handle
+    try: yield
+    finally:
+        if ours: signal.signal(signal.SIGINT, old)
+        _SIGINTS.clear()
+
+def _ctrl_c_pending():
+    "Raise the `KeyboardInterrupt` of a Ctrl-C noted by `_ctrl_c`, if there was one"
+    if _SIGINTS: raise KeyboardInterrupt

@@ -6,7 +6,7 @@
 __all__ = ['build_mixing', 'build_loss', 'noisy_labels', 'make_loaders', 'train_one_epoch', 'validate', 'train']
 
 # %% ../nbs/14_loop.ipynb #c98c739b
-import copy, functools, math, os, random, sys, time
+import contextlib, copy, functools, math, os, random, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np, torch, torch.nn as nn, torch.distributed as dist
@@ -17,11 +17,12 @@ from .mixing import Mixup
 from .collate import FastCollateMixup
 from .beyond import ResizeMix, FMix, SaliencyMix, MixChoice
 from .data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from .files import UsageError, _reason, _progress, _check_writable, _clean_stale, _cpu_memory
+from .files import UsageError, _reason, _progress, _check_writable, _clean_stale, _locked
+from .files import _cpu_memory, _ctrl_c, _ctrl_c_pending
 from .download import check_folder, _load_rgb, _data
 from .flags import _methods_on, mixing_active, mixup_args, _mix_p, _check_mixing, _resolve
 from .runs import OUTPUTS, write_metrics, save_checkpoint, _restore, _resume, _check_classes
-from .runs import _output, _describe, _report, _stopped
+from .runs import _output, _describe, _report, _stopped, _interrupted
 
 # %% ../nbs/14_loop.ipynb #7fbcef42
 def _beyond(name, args, num_classes):
@@ -169,6 +170,7 @@ def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, mixup_fn, args, 
     bar = _progress(total=steps, desc='train', unit='batch', disable=not show)
     t0 = time.time()
     for step, (x, y) in enumerate(loader):
+        _ctrl_c_pending()                          # Ctrl-C, noted since the last step
         if step == steps: break
         x, y = _normalize(x, device, args.channels_last), y.to(device, non_blocking=True)
         if mixup_fn is not None: x, y = mixup_fn(x, y)
@@ -191,6 +193,7 @@ def validate(model, loader, args, device, world):
     tot = torch.zeros(3, dtype=torch.float64, device=device)     # loss sum, top-1, top-5
     n = 0
     for x, y in loader:
+        _ctrl_c_pending()
         x, y = _normalize(x, device, args.channels_last), y.to(device)
         with _autocast(device, args): out = model(x)
         out = out.float()
@@ -331,17 +334,20 @@ def _build(run):
     return run
 
 # %% ../nbs/14_loop.ipynb #24459fce
+@contextlib.contextmanager
 def _begin(run):
-    "Create the output folder, remove what killed runs left in it, and print the run's first line"
+    "Hold the run's output folder: made, locked, cleaned of what killed runs left; print the run's first line"
     if run.rank == 0:
         try: run.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--output {run.out}: cannot write there ({_reason(e)})") from None
-        _clean_stale(run.out, OUTPUTS)
-    if run.show:
-        mixing = _describe(run.args, run.mixup_fn, run.collate_fn, len(run.train_dl.dataset))
-        print(f"mixcut_train: {run.args.model} on {run.root} ({len(run.classes)} classes), "
-              f"{run.args.epochs} epochs, {mixing}, output {run.out}", file=sys.stderr)
+    with _locked(run.out) if run.rank == 0 else contextlib.nullcontext():
+        if run.rank == 0: _clean_stale(run.out, OUTPUTS)
+        if run.show:
+            mixing = _describe(run.args, run.mixup_fn, run.collate_fn, len(run.train_dl.dataset))
+            print(f"mixcut_train: {run.args.model} on {run.root} ({len(run.classes)} classes), "
+                  f"{run.args.epochs} epochs, {mixing}, output {run.out}", file=sys.stderr)
+        yield
 
 # %% ../nbs/14_loop.ipynb #4d16353a
 def _epoch(run, epoch):
@@ -374,6 +380,9 @@ def _keep(run, h):
 def train(args, log:bool=True):
     "Train as `args` says; returns the per-epoch metrics (`log`: print the start and every epoch on stderr)"
     run = _build(_prepare(args, log))
-    _begin(run)
-    for epoch in range(run.start, run.args.epochs): _keep(run, _epoch(run, epoch))
+    with _begin(run), _ctrl_c():
+        for epoch in range(run.start, run.args.epochs):
+            try: _keep(run, _epoch(run, epoch))
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(_interrupted(epoch, run.args.epochs, run.kept)) from None
     return run.history

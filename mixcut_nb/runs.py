@@ -197,3 +197,7 @@ def _kept(kept, command=''):
 def _stopped(e, epoch, epochs, kept):
     "A `UsageError` raised in an epoch, saying what was kept"
     return UsageError(f"{e} (stopped in epoch {epoch + 1} of {epochs}; {_kept(kept)})")
+
+def _interrupted(epoch, epochs, kept):
+    "What Ctrl-C in an epoch says"
+    return f"interrupted in epoch {epoch + 1} of {epochs}; {_kept(kept, 'mixcut_train ')}"

@@ -35,10 +35,12 @@ _all_ = [
 
 # %% ../nbs/16_train.ipynb #2318b79b
 def main(argv=None):
-    "The `mixcut_train` command: a bad flag, path or file is one line on stderr and exit status 2"
+    "The `mixcut_train` command: bad input is one line on stderr and exit status 2; Ctrl-C, one line and 130"
     args = _parse(argv)
     try: compare(args) if args.compare is not None else train(args)
     except UsageError as e: print(f"mixcut_train: error: {e}", file=sys.stderr); sys.exit(2)
+    except KeyboardInterrupt as e:                   # `train` says where it stopped; else it had not begun
+        print(f"mixcut_train: {str(e) or 'interrupted'}", file=sys.stderr); sys.exit(130)
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 

@@ -173,6 +173,43 @@ def test_a_vit_trains_at_32_pixels(tmp_path):
     assert code == 0, err
     assert ckpt(tmp_path / 'out')['model']['pos_embed'].shape[1] == 1 + (32 // 16) ** 2
 
+# ---- 7: Ctrl-C ----
+
+def as_from_a_terminal():
+    "In the child: its own process group (to be sent Ctrl-C's SIGINT as a terminal does), SIGINT not ignored"
+    os.setpgrp(); signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+def test_ctrl_c_says_how_to_continue_and_exits_130(tmp_path):
+    out = tmp_path / 'run'
+    p = subprocess.Popen([sys.executable, '-m', 'mixcut_nb.train', '--epochs', '3', '--max-steps', '10', '-b', '16',
+                          '--workers', '1', '--no-progress', '--output', str(out)], stderr=subprocess.PIPE, text=True,
+                         preexec_fn=as_from_a_terminal)
+    err = [p.stderr.readline(), p.stderr.readline()]                                 # the start line, epoch 1's
+    assert err[1].startswith('epoch 1/3'), err
+    os.killpg(p.pid, signal.SIGINT)                     # in epoch 2, to the command and its DataLoader worker
+    err = ''.join(err + [p.communicate(timeout=120)[1]]).splitlines()
+    assert p.returncode == 130 and 'Traceback' not in '\n'.join(err), err
+    assert err[2:] == [f'mixcut_train: interrupted in epoch 2 of 3; the checkpoint of epoch 1 is intact: '
+                       f'continue with mixcut_train --resume {out}/checkpoint.pt'], err
+    assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'curves.png', 'metrics.csv', 'summary.json']
+    code, err = cli('--resume', out / 'checkpoint.pt')                               # the command it gave
+    assert code == 0 and err[-1].startswith('epoch 3/3'), err
+
+def test_ctrl_c_as_a_dataloader_forks_is_not_lost(tmp_path):
+    "Python prints and ignores a KeyboardInterrupt raised in its at-fork functions; a DataLoader forks every epoch"
+    out = tmp_path / 'run'
+    script = ('import os, signal\nfrom pathlib import Path\nfrom mixcut_nb.train import main\ndone = []\n'
+              'def ctrl_c():                 # Ctrl-C just as epoch 2 forks its DataLoader worker\n'
+              f'    if Path({str(out)!r}, "metrics.csv").exists() and not done:\n'
+              '        done.append(1); os.kill(os.getpid(), signal.SIGINT)\n'
+              'os.register_at_fork(after_in_parent=ctrl_c)\n'
+              f'main("--epochs 3 --max-steps 3 -b 16 --workers 1 --no-progress --output {out}".split())\n')
+    r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=600,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert r.returncode == 130 and r.stderr.splitlines()[2:] == [
+        f'mixcut_train: interrupted in epoch 2 of 3; the checkpoint of epoch 1 is intact: '
+        f'continue with mixcut_train --resume {out}/checkpoint.pt'], (r.returncode, r.stderr)
+
 # ---- 8: a batch that cannot fit in memory ----
 
 def at_most_12_gb():
@@ -262,6 +299,26 @@ def test_a_killed_download_is_cleaned_up_by_the_next(tmp_path):
     with server(Redirect) as url, pytest.raises(T.UsageError, match='HTTP error 302'):
         T.download_imagenette(tmp_path / 'data', f'{url}/imagenette2-320.tgz', '0' * 32, 10, progress=False)
     assert list((tmp_path / 'data').iterdir()) == []
+
+# ---- 12: one run per output folder ----
+
+def test_a_second_run_into_one_output_is_refused(tmp_path):
+    out = tmp_path / 'run'
+    first = subprocess.Popen([sys.executable, '-m', 'mixcut_nb.train', '--epochs', '5', '--max-steps', '40', '-b', '16',
+                              '--workers', '1', '--no-progress', '--output', str(out)], stderr=subprocess.DEVNULL)
+    lock, deadline = out / '.mixcut_train.lock', time.time() + 300
+    while not (out / 'checkpoint.pt').exists(): assert first.poll() is None and time.time() < deadline; time.sleep(0.05)
+    try:
+        before = ckpt(out)['epoch']
+        code, err = cli('--epochs', '1', '--max-steps', '1', '--workers', '0', '--output', out)
+        one_line(code, err, f'--output {out}: another run (pid {first.pid}) is writing there')
+        assert first.poll() is None and lock.read_text() == f'{first.pid}\n'
+        assert ckpt(out)['args']['max_steps'] == 40 and ckpt(out)['epoch'] >= before      # still the first run's
+    finally: first.kill(); first.wait()
+    assert lock.exists()                                  # killed: its lock file stays, held by no one (not its worker)
+    code, err = cli('--epochs', '1', '--max-steps', '1', '--workers', '0', '--no-progress', '--output', out)
+    assert code == 0, err                                 # a dead run's lock is taken over, and removed at the end
+    assert ckpt(out)['args']['max_steps'] == 1 and not lock.exists()
 
 # ---- 13: files follow the umask ----
 
