@@ -6,24 +6,30 @@
 __all__ = ['UsageError']
 
 # %% ../nbs/10_files.ipynb #0d36eb72
-import csv, io, os, shutil, tempfile
+import contextlib, csv, errno, io, math, os, secrets, shutil, signal, tempfile
 from pathlib import Path
 
-# %% ../nbs/10_files.ipynb #14c6aa86
-class UsageError(Exception):
-    "Bad data, flags, paths or files: reported as a one-line error with exit status 2"
+# %% ../nbs/10_files.ipynb #7a1c0e52
+def _one_line(s):
+    "`s` on one line: its line breaks and other unprintable characters escaped as Python writes them (`\\n`)"
+    return ''.join(c if c.isprintable() else c.encode('unicode_escape').decode() for c in s)
 
 def _reason(e, limit=300):
-    "An exception's message on one line, for a one-line error"
+    "An exception's message (or a message) on one line, its lines joined, for a one-line error"
     s = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
     s = ' '.join(l.strip() for l in s.splitlines() if l.strip()) or type(e).__name__
     return s if len(s) <= limit else s[:limit - 3] + '...'
 
-# %% ../nbs/10_files.ipynb #2fc7838d
-def _last_line(e):
-    "The message of a `UsageError`; from a DataLoader worker it arrives as the last line of a traceback"
-    lines = [l for l in str(e).splitlines() if l.strip()] or ['UsageError']
-    return lines[-1].split('UsageError: ')[-1].strip()
+# %% ../nbs/10_files.ipynb #14c6aa86
+_WORKER = 'Caught UsageError in DataLoader worker'     # how torch's DataLoader re-raises a worker's error
+
+class UsageError(Exception):
+    "Bad data, flags, paths or files: reported as a one-line error with exit status 2"
+    def __init__(self, message):
+        message = str(message)
+        if message.startswith(_WORKER):          # the worker's message is the traceback's last line
+            message = message.rstrip().splitlines()[-1].partition('UsageError: ')[2]
+        super().__init__(_one_line(message))
 
 # %% ../nbs/10_files.ipynb #21c36261
 def _progress(disable=False, **kw):
@@ -56,6 +62,21 @@ def _check_writable(folder, flag):
     except OSError as e: raise UsageError(f"{flag} {folder}: cannot write there ({_reason(e)})") from None
     finally: _rmdirs(made)
 
+# %% ../nbs/10_files.ipynb #5c8a1e2f
+def _cpu_memory():
+    "Bytes this process may take: the system's `MemAvailable`, within its cgroup's limit; else `None`"
+    try: info = dict(l.split(':', 1) for l in Path('/proc/meminfo').read_text().splitlines())
+    except OSError: return None                                 # not Linux: not known
+    return min(int(info['MemAvailable'].split()[0]) * 1024, _cgroup_limit())
+
+def _cgroup_limit():
+    "The memory limit of this process's cgroup (v2), else infinity"
+    try:
+        group = Path('/proc/self/cgroup').read_text().split('::', 1)[1].strip()
+        limit = Path('/sys/fs/cgroup', group.lstrip('/'), 'memory.max').read_text().strip()
+    except (OSError, IndexError): return math.inf
+    return math.inf if limit == 'max' else int(limit)
+
 # %% ../nbs/10_files.ipynb #fb736c15
 def _alive(pid):
     "Whether process `pid` still runs (then its temporary files are still being written)"
@@ -85,12 +106,20 @@ def _os_error(e):
         seen.add(id(e)); e = e.__cause__ or e.__context__
     return None
 
+# %% ../nbs/10_files.ipynb #3d9a6f10
+def _create(folder, prefix):
+    "A new file `folder/{prefix}XXXXXXXX`, opened for writing, with the mode the umask gives: `(fd, path)`"
+    while True:
+        path = os.path.join(folder, prefix + secrets.token_hex(4))
+        try: return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError: continue
+
 # %% ../nbs/10_files.ipynb #0efdb398
 def _atomic(path, write):
     "Write `path` by `write(file)` into a temporary file beside it, renamed into place: never half-written"
     path, tmp = Path(path), None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}-{os.getpid()}-', dir=path.parent)
+        fd, tmp = _create(path.parent, f'.{path.name}-{os.getpid()}-')
         with os.fdopen(fd, 'wb') as f: write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:      # torch.save: a full disk is a RuntimeError after the OSError
@@ -107,3 +136,66 @@ def _write_csv(path, fields, rows):
     text = io.StringIO()
     w = csv.DictWriter(text, fields); w.writeheader(); w.writerows({k: r[k] for k in fields} for r in rows)
     _atomic(path, lambda f: f.write(text.getvalue().encode()))
+
+# %% ../nbs/10_files.ipynb #9c4e2a7b
+_LOCK, _HELD = '.mixcut_train.lock', set()          # the lock file's name; the locks this process holds
+
+def _drop_held():
+    "In a forked child: close the lock files inherited from the parent, which holds them"
+    for fd in _HELD:
+        with contextlib.suppress(OSError): os.close(fd)
+    _HELD.clear()
+
+if hasattr(os, 'register_at_fork'): os.register_at_fork(after_in_child=_drop_held)
+
+def _take(path):
+    "An open lock file at `path` that this process holds (`flock`), its pid written in"
+    import fcntl
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP): break      # a filesystem without locks: unlocked
+            pid = os.pread(fd, 20, 0).decode(errors='replace').strip() or 'unknown'
+            os.close(fd)
+            raise UsageError(f"--output {path.parent}: another run (pid {pid}) is writing there; "
+                             "wait for it to end, or choose another --output") from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)): break   # still the file at `path`
+        except FileNotFoundError: pass
+        os.close(fd)                        # the run that held it removed it as we opened it: open it anew
+    os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode())
+    _HELD.add(fd)
+    return fd
+
+# %% ../nbs/10_files.ipynb #2e8d5b0c
+@contextlib.contextmanager
+def _locked(folder):
+    "Hold `folder`'s lock while the block runs; a run holding it already is a one-line error"
+    path = Path(folder) / _LOCK
+    fd = _take(path)
+    try: yield
+    finally: path.unlink(missing_ok=True); _HELD.discard(fd); os.close(fd)
+
+# %% ../nbs/10_files.ipynb #5d2b8e6f
+_SIGINTS = []                 # the SIGINTs received under `_ctrl_c`, not raised yet
+
+@contextlib.contextmanager
+def _ctrl_c():
+    "Within the block a SIGINT is noted for `_ctrl_c_pending` to raise; a second one raises at once"
+    def note(signum, frame):
+        _SIGINTS.append(signum)
+        if len(_SIGINTS) > 1: raise KeyboardInterrupt
+    old = signal.getsignal(signal.SIGINT)
+    ours = old is signal.default_int_handler
+    try:
+        if ours: signal.signal(signal.SIGINT, note)
+    except ValueError: ours = False                    # not the main thread: not ours to handle
+    try: yield
+    finally:
+        if ours: signal.signal(signal.SIGINT, old)
+        _SIGINTS.clear()
+
+def _ctrl_c_pending():
+    "Raise the `KeyboardInterrupt` of a Ctrl-C noted by `_ctrl_c`, if there was one"
+    if _SIGINTS: raise KeyboardInterrupt

@@ -8,6 +8,7 @@ __all__ = ['PRESETS', 'get_parser', 'mixing_active', 'mixup_args']
 # %% ../nbs/12_flags.ipynb #4288b905
 import argparse, math
 import numpy as np
+from .mixing import _kernel
 from .files import UsageError
 
 # %% ../nbs/12_flags.ipynb #ec09f659
@@ -122,6 +123,19 @@ def get_parser():
     _model_flags(t); _run_flags(t)
     return p
 
+# %% ../nbs/12_flags.ipynb #5b8e2f31
+def _parse(argv=None):
+    "The flags of the command line `argv`, with `_given`: the names of those it gives, whatever their values"
+    args, named = get_parser().parse_args(argv), get_parser()
+    for a in named._actions: a.default = argparse.SUPPRESS        # what is not given stays out
+    args._given = set(vars(named.parse_args(argv)))
+    return args
+
+def _given(args):
+    "The flags `args` was given: those `_parse` recorded, else those not at their default"
+    if hasattr(args, '_given'): return args._given
+    return {k for k, v in vars(get_parser().parse_args([])).items() if getattr(args, k, v) != v}
+
 # %% ../nbs/12_flags.ipynb #d75e4c53
 _METHODS = ('mixup', 'resizemix', 'fmix', 'saliencymix')    # `mixup`: timm's `Mixup`, which also does CutMix
 
@@ -154,7 +168,7 @@ _FINITE, _LO_HI = (_finite, 'must be a finite number >= 0'), (_lo_hi, 'must have
 _BELOW_ONE = (_below_one, 'must be in [0, 1)')
 
 # %% ../nbs/12_flags.ipynb #cdacb75a
-_AT_LEAST = dict(epochs=1, batch_size=1, img_size=8, workers=0, mixup_off_epoch=0, seed=0)
+_AT_LEAST = dict(epochs=1, batch_size=2, img_size=8, workers=0, mixup_off_epoch=0, seed=0)
 _RANGES = (                      # (flag, holds, what it must be), in the order they are checked
     *[(name, *_at_least(lo)) for name, lo in _AT_LEAST.items()],
     ('seed', lambda v: v < 2**63, 'must be < 2**63'),
@@ -168,10 +182,13 @@ _MORE_RANGES = (                 # checked after a mode's even batch
 # %% ../nbs/12_flags.ipynb #b4382c5d
 def _flag(name): return f"--{name.replace('_', '-')}"
 
+def _shown(v):
+    "A flag's value as the command line writes it"
+    return ' '.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
 def _bad(name, must, v):
     "The error for flag `name`, whose value `v` is not what it must be"
-    shown = ' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v
-    return UsageError(f"{_flag(name)} {must}, got {shown}")
+    return UsageError(f"{_flag(name)} {must}, got {_shown(v)}")
 
 def _check(args, ranges):
     "Raise the error of the first flag in `ranges` out of its range"
@@ -187,9 +204,9 @@ def _weight(item):
     except ValueError: return name, None
 
 # %% ../nbs/12_flags.ipynb #e8bf5a37
-def _mix_p(args):
-    "`MixChoice`'s probabilities for the methods on, from `--mix-weights NAME=W ...` (equal by default)"
-    on, w = _methods_on(args), {}
+def _weights(args, on):
+    "`{name: weight}` of `--mix-weights NAME=W ...`, each a method of `on`, given once"
+    w = {}
     for item in args.mix_weights or ():
         name, v = _weight(item)
         if v is None: raise UsageError(f"--mix-weights takes NAME=W such as fmix=2, got {item!r}")
@@ -199,9 +216,28 @@ def _mix_p(args):
         if name in w: raise UsageError(f"--mix-weights: {name} is given twice")
         if not _finite(v): raise UsageError(f"--mix-weights {item}: a weight must be a finite number >= 0")
         w[name] = v
+    return w
+
+def _mix_p(args):
+    "`MixChoice`'s probabilities for the methods on, from `--mix-weights NAME=W ...` (equal by default)"
+    on = _methods_on(args)
+    w = _weights(args, on)
     p = np.array([w.get(m, 1.) for m in on])
-    if on and not p.sum() > 0: raise UsageError('--mix-weights: the weights of the methods on add up to 0')
-    return p / p.sum() if on else p
+    if not on: return p
+    if not p.max() > 0: raise UsageError('--mix-weights: the weights of the methods on add up to 0')
+    if p.max() > np.finfo(p.dtype).max / len(p): p = p / p.max()     # 1e308s would add up to infinity
+    return p / p.sum()
+
+# %% ../nbs/12_flags.ipynb #6761e9d4
+def _check_mixing(args, on):
+    "The methods beyond timm of `on` mix the float batch: not while collating, nor in half mode"
+    beyond = [m for m in on if m != 'mixup']
+    if beyond and args.collate_mixup:
+        raise UsageError(f"--collate-mixup mixes while collating, which only --mixup and --cutmix do; "
+                         f"drop it for --{beyond[0]}")
+    if beyond and args.mixup_mode == 'half':
+        raise UsageError(f"--mixup-mode half is timm's Mixup's alone; "
+                         f"--{beyond[0]} takes batch, pair or elem")
 
 # %% ../nbs/12_flags.ipynb #112c500b
 def _check_pairs(args):
@@ -229,9 +265,16 @@ def _check_seeds(args):
     if args.seed + args.seeds > 2**63:
         raise UsageError(f"--seed + --seeds must be <= 2**63, got {args.seed} + {args.seeds}")
 
+# %% ../nbs/12_flags.ipynb #1f3c5d7e
+def _check_kernel():
+    "`MIXCUT_NB_KERNEL` names a kernel, as the mixing will ask at every batch"
+    try: _kernel()
+    except ValueError as e: raise UsageError(str(e)) from None
+
 # %% ../nbs/12_flags.ipynb #f93dc0fd
 def _resolve(args):
     "Fill the defaults that depend on the data, and check the flags that argparse cannot"
+    _check_kernel()
     digits = args.data_dir is None
     if args.img_size is None: args.img_size = 32 if digits else 224
     if args.hflip is None: args.hflip = 0. if digits else 0.5

@@ -6,23 +6,23 @@
 __all__ = ['build_mixing', 'build_loss', 'noisy_labels', 'make_loaders', 'train_one_epoch', 'validate', 'train']
 
 # %% ../nbs/14_loop.ipynb #c98c739b
-import functools, math, os, random, sys, time
+import contextlib, copy, functools, math, os, random, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np, torch, torch.nn as nn, torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 # %% ../nbs/14_loop.ipynb #66978b05
-from .core import _cache_dir
 from .mixing import Mixup
 from .collate import FastCollateMixup
 from .beyond import ResizeMix, FMix, SaliencyMix, MixChoice
-from .data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, digits_folder
-from .files import UsageError, _reason, _last_line, _progress, _check_writable, _clean_stale
-from .download import IMAGENETTE_URL, IMAGENETTE_MD5, IMAGENETTE_SIZE, download_imagenette
-from .download import check_folder, _load_rgb
-from .flags import _methods_on, mixing_active, mixup_args, _mix_p, _resolve
-from .runs import OUTPUTS, write_metrics, save_checkpoint, load_checkpoint, _restore
+from .data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from .files import UsageError, _reason, _progress, _check_writable, _clean_stale, _locked
+from .files import _cpu_memory, _ctrl_c, _ctrl_c_pending
+from .download import check_folder, _load_rgb, _data
+from .flags import _methods_on, mixing_active, mixup_args, _mix_p, _check_mixing, _resolve
+from .runs import OUTPUTS, write_metrics, save_checkpoint, _restore, _resume, _check_classes
+from .runs import _output, _describe, _report, _stopped, _interrupted
 
 # %% ../nbs/14_loop.ipynb #7fbcef42
 def _beyond(name, args, num_classes):
@@ -32,17 +32,6 @@ def _beyond(name, args, num_classes):
     if name == 'resizemix': return ResizeMix(scale=tuple(args.resizemix_scale), **kw)
     if name == 'fmix': return FMix(alpha=args.fmix, decay_power=args.fmix_decay, **kw)
     return SaliencyMix(alpha=args.saliencymix, **kw)
-
-# %% ../nbs/14_loop.ipynb #6761e9d4
-def _check_mixing(args, on):
-    "The methods beyond timm of `on` mix the float batch: not while collating, nor in half mode"
-    beyond = [m for m in on if m != 'mixup']
-    if beyond and args.collate_mixup:
-        raise UsageError(f"--collate-mixup mixes while collating, which only --mixup and --cutmix do; "
-                         f"drop it for --{beyond[0]}")
-    if beyond and args.mixup_mode == 'half':
-        raise UsageError(f"--mixup-mode half is timm's Mixup's alone; "
-                         f"--{beyond[0]} takes batch, pair or elem")
 
 # %% ../nbs/14_loop.ipynb #173f3399
 def build_mixing(args, num_classes):
@@ -111,7 +100,7 @@ def _datasets(args, root):
     train_ds = datasets.ImageFolder(Path(root) / 'train', transform=train_tf, loader=_load_rgb)
     val_ds = datasets.ImageFolder(Path(root) / 'val', transform=val_tf, loader=_load_rgb)
     val_ds.class_to_idx = train_ds.class_to_idx       # the same ids for the same class names
-    val_ds.samples = [(p, train_ds.class_to_idx[Path(p).parent.name]) for p, _ in val_ds.samples]
+    val_ds.samples = [(p, train_ds.class_to_idx[val_ds.classes[y]]) for p, y in val_ds.samples]
     val_ds.targets = [t for _, t in val_ds.samples]
     return train_ds, val_ds
 
@@ -181,6 +170,7 @@ def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, mixup_fn, args, 
     bar = _progress(total=steps, desc='train', unit='batch', disable=not show)
     t0 = time.time()
     for step, (x, y) in enumerate(loader):
+        _ctrl_c_pending()                          # Ctrl-C, noted since the last step
         if step == steps: break
         x, y = _normalize(x, device, args.channels_last), y.to(device, non_blocking=True)
         if mixup_fn is not None: x, y = mixup_fn(x, y)
@@ -203,6 +193,7 @@ def validate(model, loader, args, device, world):
     tot = torch.zeros(3, dtype=torch.float64, device=device)     # loss sum, top-1, top-5
     n = 0
     for x, y in loader:
+        _ctrl_c_pending()
         x, y = _normalize(x, device, args.channels_last), y.to(device)
         with _autocast(device, args): out = model(x)
         out = out.float()
@@ -224,63 +215,86 @@ def _dist():
         if not torch.cuda.is_available(): torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     return dist.get_rank(), world, int(os.environ.get('LOCAL_RANK', 0))
 
-# %% ../nbs/14_loop.ipynb #9891a13e
-def _data(args, rank, world):
-    "The data set's root: the digits, or `DATA_DIR`, downloaded first with `--download`"
-    if args.download:
-        if args.data_dir is None: raise UsageError('--download needs a DATA_DIR to download into')
-        if rank == 0:
-            args.data_dir = str(download_imagenette(args.data_dir, IMAGENETTE_URL, IMAGENETTE_MD5,
-                                                    IMAGENETTE_SIZE, progress=True))
-        else: args.data_dir = str(Path(args.data_dir) / 'imagenette2-320')
-        if world > 1: dist.barrier()
-    if args.data_dir is not None: return Path(args.data_dir)
-    try: return digits_folder()
-    except OSError as e:
-        raise UsageError(f"cannot write the digits data set into {_cache_dir()}: {_reason(e)} "
-                         "(set MIXCUT_NB_CACHE)") from None
-
 # %% ../nbs/14_loop.ipynb #14906c49
 def _device(args, local_rank):
-    "This process's device: `--device`, else its GPU or the CPU; checked by making a tensor there"
+    "This process's device: `--device`, else its GPU or the CPU; checked by computing there"
     if args.device is None: args.device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
-    try: device = torch.device(args.device); torch.empty(0, device=device)
+    try: device = torch.device(args.device); torch.ones(1, device=device).add(1).cpu()
     except Exception as e: raise UsageError(f"--device {args.device}: {_reason(e)}") from None
     return device
 
-# %% ../nbs/14_loop.ipynb #655af287
-def _output(args):
-    "The output folder: `--output`, else the folder of the checkpoint to resume, else runs/<time>-<model>"
-    if args.output: return Path(args.output)
-    if args.resume: return Path(args.resume).parent
-    return Path('runs') / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model}"
+# %% ../nbs/14_loop.ipynb #6b2d8f41
+def _free_memory(device):
+    "Bytes free on `device`: the GPU's free memory, or the CPU's available memory; else `None`"
+    if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
+    return _cpu_memory() if device.type == 'cpu' else None
+
+# %% ../nbs/14_loop.ipynb #7c3e9f52
+def _check_memory(args, device):
+    "`--img-size` and `--batch-size`: a batch, 5 bytes a value, fits in the memory free on `device`"
+    need, free = 5 * args.batch_size * 3 * args.img_size ** 2, _free_memory(device)
+    if free is not None and need > free:
+        raise UsageError(f"--img-size {args.img_size}: a batch of {args.batch_size} images needs "
+                         f"{need / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB free on {device}")
+
+# %% ../nbs/14_loop.ipynb #0f6b2c85
+def _try_mixing(args, device, mixup_fn, collate_fn):
+    "Mix two blank images as the run will: each method, on its device, with `MIXCUT_NB_KERNEL`'s kernel"
+    size, y = args.img_size, torch.zeros(2, dtype=torch.long, device=device)
+    x = _normalize(torch.zeros(2, 3, size, size, dtype=torch.uint8), device, args.channels_last)
+    try:
+        for m in getattr(mixup_fn, 'methods', [mixup_fn] if mixup_fn is not None else []):
+            copy.deepcopy(m)(x.clone(), y)                   # a copy: the run's draws stay untouched
+        if collate_fn is not None:
+            copy.deepcopy(collate_fn)([(torch.zeros(3, size, size, dtype=torch.uint8), 0)] * 2)
+    except (ValueError, TypeError, RuntimeError, ImportError) as e: raise UsageError(_reason(e)) from None
 
 # %% ../nbs/14_loop.ipynb #128f789b
 def _prepare(args, log):
-    "A run before anything is built, checked in order: flags, device, output, data, model, mixing, checkpoint"
+    "A run before anything is built, in order: checkpoint, flags, device, memory, output, data, model, mixing"
     rank, world, local_rank = _dist()
+    ckpt = _resume(args) if args.resume else None          # the checkpoint's flags become the defaults
     args = _resolve(args)
     device, out = _device(args, local_rank), _output(args)
+    _check_memory(args, device)
     if rank == 0: _check_writable(out, '--output')
     root = _data(args, rank, world)
     classes = check_folder(root, progress=rank == 0 and not args.no_progress)
+    if ckpt is not None: _check_classes(ckpt, args.resume, classes)
     import timm
     if not timm.is_model(args.model):
         raise UsageError(f"unknown timm model {args.model!r} (see timm.list_models())")
     mixup_fn, collate_fn = build_mixing(args, len(classes))
-    ckpt = load_checkpoint(args.resume, args.model, len(classes)) if args.resume else None
+    _try_mixing(args, device, mixup_fn, collate_fn)
     return SimpleNamespace(args=args, rank=rank, world=world, device=device, out=out, root=root,
                            classes=classes, mixup_fn=mixup_fn, collate_fn=collate_fn, ckpt=ckpt,
                            show=rank == 0 and log)
 
 # %% ../nbs/14_loop.ipynb #19ae8c10
 def _model(run):
-    "The timm model of `run`, from `--seed`, on its device"
+    "The timm model of `run`, from `--seed`, on its device, tried on two blank images of `--img-size`"
     import timm
+    a = run.args
     if run.world > 1 and torch.cuda.is_available(): torch.cuda.set_device(run.device)
-    torch.manual_seed(run.args.seed)
-    model = timm.create_model(run.args.model, pretrained=False, num_classes=len(run.classes)).to(run.device)
-    return model.to(memory_format=torch.channels_last) if run.args.channels_last else model
+    torch.manual_seed(a.seed)
+    sized = getattr(timm.models.get_pretrained_cfg(a.model), 'fixed_input_size', False)
+    try:
+        model = timm.create_model(a.model, pretrained=False, num_classes=len(run.classes),
+                                  **(dict(img_size=a.img_size) if sized else {})).to(run.device)
+        if a.channels_last: model = model.to(memory_format=torch.channels_last)
+        _try_model(model, a, run.device)
+    except Exception as e:
+        raise UsageError(f"--model {a.model} cannot take --img-size {a.img_size}: {_reason(e, 200)}") \
+            from None
+    return model
+
+@torch.no_grad()
+def _try_model(model, args, device):
+    "Two blank images of `--img-size` through `model`, in eval mode: no statistic changes, no gradient kept"
+    blank = torch.zeros(2, 3, args.img_size, args.img_size, dtype=torch.uint8)
+    x = _normalize(blank, device, args.channels_last)
+    model.eval()
+    with _autocast(device, args): model(x)
 
 # %% ../nbs/14_loop.ipynb #1411506f
 def _loaders(run):
@@ -312,44 +326,28 @@ def _build(run):
     if run.world > 1:
         ids = [run.device.index] if run.device.type == 'cuda' else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    run.model, run.history, run.start = model, [], 0
+    run.model, run.history, run.start, run.kept = model, [], 0, None
     if run.ckpt is not None:
         run.history, run.start = _restore(run.ckpt, run.args.resume, model, run.opt, run.sched, run.scaler)
+        run.kept = (run.start - 1, Path(run.args.resume))          # the last checkpoint: the one resumed
     run.loss_fn = build_loss(run.args)
     return run
 
-# %% ../nbs/14_loop.ipynb #a3dc6a43
-def _describe(args, mixup_fn, collate_fn, n_train):
-    "The mixing and label noise of a run, for its first line"
-    if collate_fn is not None: s = 'mixing in collate (FastCollateMixup)'
-    elif isinstance(mixup_fn, MixChoice):
-        each = ', '.join(f"{type(m).__name__} {p:.0%}" for m, p in zip(mixup_fn.methods, mixup_fn.p))
-        s = f'mixing on the batch (one per batch of {each})'
-    else: s = f'mixing on the batch ({type(mixup_fn).__name__})' if mixup_fn is not None else 'mixing off'
-    if args.label_noise:
-        s += f", label noise {args.label_noise:.0%} ({args.noisy_labels} of {n_train} training labels)"
-    return s
-
 # %% ../nbs/14_loop.ipynb #24459fce
+@contextlib.contextmanager
 def _begin(run):
-    "Create the output folder, remove what killed runs left in it, and print the run's first line"
+    "Hold the run's output folder: made, locked, cleaned of what killed runs left; print the run's first line"
     if run.rank == 0:
         try: run.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--output {run.out}: cannot write there ({_reason(e)})") from None
-        _clean_stale(run.out, OUTPUTS)
-    if run.show:
-        mixing = _describe(run.args, run.mixup_fn, run.collate_fn, len(run.train_dl.dataset))
-        print(f"mixcut_train: {run.args.model} on {run.root} ({len(run.classes)} classes), "
-              f"{run.args.epochs} epochs, {mixing}, output {run.out}", file=sys.stderr)
-
-# %% ../nbs/14_loop.ipynb #c42d55a6
-def _stopped(e, epoch, args, history, out):
-    "A `UsageError` raised in an epoch, saying what was kept"
-    kept = (f"the checkpoint of epoch {history[-1]['epoch'] + 1} is intact: "
-            f"continue with --resume {out / 'checkpoint.pt'}"
-            if history and (out / 'checkpoint.pt').is_file() else 'no checkpoint was written')
-    return UsageError(f"{_last_line(e)} (stopped in epoch {epoch + 1} of {args.epochs}; {kept})")
+    with _locked(run.out) if run.rank == 0 else contextlib.nullcontext():
+        if run.rank == 0: _clean_stale(run.out, OUTPUTS)
+        if run.show:
+            mixing = _describe(run.args, run.mixup_fn, run.collate_fn, len(run.train_dl.dataset))
+            print(f"mixcut_train: {run.args.model} on {run.root} ({len(run.classes)} classes), "
+                  f"{run.args.epochs} epochs, {mixing}, output {run.out}", file=sys.stderr)
+        yield
 
 # %% ../nbs/14_loop.ipynb #4d16353a
 def _epoch(run, epoch):
@@ -363,27 +361,28 @@ def _epoch(run, epoch):
                                         run.mixup_fn, run.args, run.device, run.world,
                                         show=run.show and not run.args.no_progress)
         m = validate(run.model, run.val_dl, run.args, run.device, run.world)
-    except UsageError as e: raise _stopped(e, epoch, run.args, run.history, run.out) from None
+    except UsageError as e: raise _stopped(e, epoch, run.args.epochs, run.kept) from None
     return dict(epoch=epoch, train_loss=train_loss, lr=lr, mixing=mixing, train_images=n,
                 seconds=time.time() - t0, **m)
 
 # %% ../nbs/14_loop.ipynb #e6adec82
-def _report(h, args):
-    "An epoch's line on stderr"
-    print(f"epoch {h['epoch'] + 1}/{args.epochs}  train {h['train_loss']:.3f}  val {h['val_loss']:.3f}  "
-          f"top-1 {h['top1']:.1f}%  top-5 {h['top5']:.1f}%  mixing {'on' if h['mixing'] else 'off'}  "
-          f"{h['seconds']:.0f}s", file=sys.stderr)
+def _keep(run, h):
+    "Epoch `h` done: its checkpoint and metrics written (by rank 0), its line shown"
+    run.history.append(h)
+    if run.rank == 0:
+        save_checkpoint(run.out, run.model, run.opt, run.sched, run.scaler, h['epoch'], run.history, run.args,
+                        run.classes)
+    run.kept = (h['epoch'], run.out / 'checkpoint.pt')
+    if run.rank == 0: write_metrics(run.out, run.history, run.args)
+    if run.show: _report(h, run.args)
 
 # %% ../nbs/14_loop.ipynb #77a90648
 def train(args, log:bool=True):
     "Train as `args` says; returns the per-epoch metrics (`log`: print the start and every epoch on stderr)"
     run = _build(_prepare(args, log))
-    _begin(run)
-    for epoch in range(run.start, run.args.epochs):
-        run.history.append(_epoch(run, epoch))
-        if run.rank == 0:
-            save_checkpoint(run.out, run.model, run.opt, run.sched, run.scaler, epoch, run.history, run.args,
-                            run.classes)
-            write_metrics(run.out, run.history, run.args)
-        if run.show: _report(run.history[-1], run.args)
+    with _begin(run), _ctrl_c():
+        for epoch in range(run.start, run.args.epochs):
+            try: _keep(run, _epoch(run, epoch))
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(_interrupted(epoch, run.args.epochs, run.kept)) from None
     return run.history

@@ -14,10 +14,10 @@ import sys
 import torch.distributed as dist
 
 # %% ../nbs/16_train.ipynb #46404eab
-from .files import UsageError, _last_line
+from .files import UsageError
 from .download import IMAGENETTE_URL, IMAGENETTE_MD5, IMAGENETTE_SIZE, MAX_MEMBERS, MAX_RATIO
 from .download import safe_extract, download_imagenette, check_folder
-from .flags import PRESETS, get_parser, mixing_active, mixup_args
+from .flags import PRESETS, get_parser, mixing_active, mixup_args, _parse
 from .runs import OUTPUTS, FIELDS, CHECKPOINT_FORMAT, write_metrics, plot_curves
 from .runs import save_checkpoint, load_checkpoint
 from .loop import build_mixing, build_loss, make_loaders, noisy_labels, train_one_epoch, validate
@@ -35,10 +35,12 @@ _all_ = [
 
 # %% ../nbs/16_train.ipynb #2318b79b
 def main(argv=None):
-    "The `mixcut_train` command: a bad flag, path or file is one line on stderr and exit status 2"
-    args = get_parser().parse_args(argv)
+    "The `mixcut_train` command: bad input is one line on stderr and exit status 2; Ctrl-C, one line and 130"
+    args = _parse(argv)
     try: compare(args) if args.compare is not None else train(args)
-    except UsageError as e: print(f"mixcut_train: error: {_last_line(e)}", file=sys.stderr); sys.exit(2)
+    except UsageError as e: print(f"mixcut_train: error: {e}", file=sys.stderr); sys.exit(2)
+    except KeyboardInterrupt as e:                   # `train` says where it stopped; else it had not begun
+        print(f"mixcut_train: {str(e) or 'interrupted'}", file=sys.stderr); sys.exit(130)
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 

@@ -133,7 +133,7 @@ def test_stale_temporary_files_of_a_killed_download_are_removed(tmp_path):
 @pytest.mark.parametrize('where, match', [('missing', 'HTTP error 404'), ('closed', 'cannot download')])
 def test_cli_download_failures_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch, where, match):
     with serve({}) as url:
-        monkeypatch.setattr(L, 'IMAGENETTE_URL', f'{url}/{NAME}.tgz' if where == 'missing' else f'http://127.0.0.1:{closed_port()}/{NAME}.tgz')
+        monkeypatch.setattr(D, 'IMAGENETTE_URL', f'{url}/{NAME}.tgz' if where == 'missing' else f'http://127.0.0.1:{closed_port()}/{NAME}.tgz')
         with pytest.raises(SystemExit) as e: T.main([str(tmp_path / 'data'), '--download', '--output', str(tmp_path / 'out'), '--workers', '0'])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and match in err[0], err

@@ -282,7 +282,8 @@ def test_bad_checkpoints_are_one_line_and_run_nothing(tmp_path, capsys, tiny, ki
     data, ckpt = tiny
     if extra == 'classes=3': data, extra = image_folder(tmp_path / 'three', classes=('a', 'b', 'c')), ''
     f = resume_file(kind, tmp_path, ckpt)
-    code, err = run_main([data, *TINY.split(), *extra.split(), '--resume', f, '--output', tmp_path / 'out'], capsys)
+    more = ['--epochs', '2']                            # the checkpoint's run trained its one epoch: one more
+    code, err = run_main([data, *TINY.split(), *more, *extra.split(), '--resume', f, '--output', tmp_path / 'out'], capsys)
     one_line_error(code, err, f'--resume {f}: {match}')
     assert not (tmp_path / 'pwned').exists()             # the exploit's code never ran
     assert not (tmp_path / 'out').exists()
