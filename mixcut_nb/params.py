@@ -8,6 +8,7 @@ __all__ = ['MODES', 'PARTNERS', 'Mode', 'MixParams', 'mix_reference']
 # %% ../nbs/01_params.ipynb #bde8d011
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 import numpy as np, torch
 from fastcore.basics import patch
@@ -35,6 +36,14 @@ PARTNERS = {
     'roll': lambda B: (np.arange(B) - 1) % B,         # torchvision: element i mixes with i-1, 0 with B-1
 }
 
+# %% ../nbs/01_params.ipynb #7c7654f2
+@lru_cache(maxsize=128)
+def _rule(kind, name, B):
+    "`MODES[name].follows(B)` (`kind` 'follows') or `PARTNERS[name](B)` (`kind` 'partner'), made once, read-only"
+    a = MODES[name].follows(B) if kind == 'follows' else PARTNERS[name](B)
+    a.flags.writeable = False
+    return a
+
 # %% ../nbs/01_params.ipynb #ae5a5dc3
 @dataclass
 class MixParams:
@@ -54,12 +63,12 @@ class MixParams:
     @property
     def partner(self)->np.ndarray:
         "(B,) the element each element mixes with"
-        return PARTNERS[self.pairing](self.batch_size)
+        return _rule('partner', self.pairing, self.batch_size).copy()
 
     @property
     def draw_index(self)->np.ndarray:
         "(B,) the draw each element follows; -1 where it is left alone"
-        return MODES[self.mode].follows(self.batch_size)
+        return _rule('follows', self.mode, self.batch_size).copy()
 
 # %% ../nbs/01_params.ipynb #c6ec26e0
 @patch
