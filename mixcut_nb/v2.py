@@ -11,19 +11,13 @@ from contextlib import contextmanager
 import numpy as np, torch
 from torch.utils.data import get_worker_info
 from fastcore.basics import patch
-import torchvision
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as tv2
 from torchvision.transforms.v2 import _augment
-from torchvision.transforms.v2._utils import is_pure_tensor, query_size
+from torchvision.transforms.v2._utils import is_pure_tensor, query_size, _parse_labels_getter
 from . import fused
 from .params import MixParams
 from .mixing import _mix, _kernel
-
-# %% ../nbs/07_v2.ipynb #25ab5f24
-if not hasattr(tv2.Transform, 'make_params'):     # before 0.21: `_get_params` and `_transform`
-    raise ImportError("mixcut_nb.v2 needs torchvision >= 0.21, whose v2 transforms have `make_params` and "
-                      f"`transform`; this is torchvision {torchvision.__version__}")
 
 # %% ../nbs/07_v2.ipynb #55296948
 _THEIRS = dict(MixUp=_augment.MixUp, CutMix=_augment.CutMix)    # torchvision's classes, as imported
@@ -31,7 +25,7 @@ _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 def _as_batch(x):
     "`x` as a plain (B, C, H, W) tensor, a video (B, T, C, H, W) as a (B, T*C, H, W) view; else `None`"
-    x = x.as_subclass(torch.Tensor)
+    if type(x) is not torch.Tensor: x = x.as_subclass(torch.Tensor)
     if x.ndim == 4: return x
     try: return x.view(len(x), -1, *x.shape[-2:])    # (B, T*C, H, W)
     except RuntimeError: return None                  # no view of it, or nothing in it
@@ -43,7 +37,8 @@ class _EngineMix:
 
     def _params(self, params):
         "The `MixParams` of torchvision's `params` for this call, made once and kept in `last_params`"
-        if '_mix' not in params: params['_mix'] = self.last_params = self._draws(params)
+        if '_mix' not in params:                      # a plain attribute, set past nn.Module's `__setattr__`
+            params['_mix'] = p = self._draws(params); object.__setattr__(self, 'last_params', p)
         return params['_mix']
 
     def _extras(self, generator):
@@ -67,6 +62,32 @@ def transform(self:_EngineMix, inpt, params):
     out = _mix(x, self._params(params))
     if out.ndim != inpt.ndim: out = out.view(inpt.shape)                  # a video's shape again
     return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, (tv_tensors.Image, tv_tensors.Video)) else out
+
+# %% ../nbs/07_v2.ipynb #ab6eee65
+_LABELS_DEFAULT = _parse_labels_getter('default')        # torchvision's default `labels_getter`
+
+def _images_and_labels(inputs, labels_getter):
+    "`(images, labels)` of a call on two plain tensors whose labels the default getter finds, else `None`"
+    if len(inputs) == 1 and type(inputs[0]) is tuple: inputs = inputs[0]          # one tuple argument
+    if len(inputs) != 2 or labels_getter is not _LABELS_DEFAULT: return None
+    x, y = inputs
+    plain = type(x) is torch.Tensor and type(y) is torch.Tensor and x is not y
+    return (x, y) if plain and x.ndim == 4 else None
+
+def _labels_fit(labels, num_classes):
+    "Whether torchvision's checks of `labels` against `num_classes` pass"
+    if labels.ndim == 1: return num_classes is not None
+    return labels.ndim == 2 and (num_classes is None or labels.shape[-1] == num_classes)
+
+# %% ../nbs/07_v2.ipynb #d72892d8
+@patch
+def forward(self:_EngineMix, *inputs):
+    "torchvision's `forward`; the usual call, plain `(images, labels)` that pass its checks, without the pytree"
+    xy = _images_and_labels(inputs, self._labels_getter)
+    if xy is None or not _labels_fit(xy[1], self.num_classes): return super(_EngineMix, self).forward(*inputs)
+    x, y = xy
+    params = dict(labels=y, batch_size=y.shape[0], **self.make_params([x]))
+    return self.transform(x, params), self.transform(y, params)
 
 # %% ../nbs/07_v2.ipynb #e605b930
 def _rows_by(label, kernel):
@@ -100,7 +121,7 @@ def _beta(dist):
     "`float(dist.sample(()))` for torchvision's `Beta(tensor([a]), tensor([a]))`: one call into torch's sampler"
     sample = getattr(torch, '_sample_dirichlet', None)
     if type(dist) is not torch.distributions.Beta or sample is None: return float(dist.sample(()))
-    return float(sample(dist._dirichlet.concentration)[0, 0])   # Beta.sample's Dirichlet sample, column 0
+    return sample(dist._dirichlet.concentration).tolist()[0][0]   # Beta.sample's Dirichlet sample, column 0
 
 @patch
 def make_params(self:_EngineMix, flat_inputs):
@@ -150,11 +171,16 @@ class CutMix(_EngineMix, tv2.CutMix):
                          np.array([[y1, y2, x1, x2]]), 'batch', params['batch_size'], pairing='roll')
 
 # %% ../nbs/07_v2.ipynb #c8776b42
+def _size(flat_inputs):
+    "torchvision's `query_size(flat_inputs)`, the images' (H, W); of one plain tensor, read from its shape"
+    x = flat_inputs[0] if len(flat_inputs) == 1 else None
+    return tuple(x.shape[-2:]) if type(x) is torch.Tensor and x.ndim >= 2 else query_size(flat_inputs)
+
 @patch
 def _draw(self:CutMix, flat_inputs):
     "torchvision's `CutMix.make_params`: the same draws in the same order, its arithmetic on Python numbers"
     lam = _beta(self._dist)
-    H, W = query_size(flat_inputs)
+    H, W = _size(flat_inputs)
     r_x, r_y = int(torch.randint(W, size=(1,))), int(torch.randint(H, size=(1,)))
     r = 0.5 * math.sqrt(1.0 - lam)
     r_w_half, r_h_half = int(r * W), int(r * H)

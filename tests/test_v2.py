@@ -106,6 +106,22 @@ def test_random_choice_dict_and_label_key():
     compare('CutMix', dict(img=x, target_label=y, meta=[1, 'a']), num_classes=4)      # a 'label'-like key
     compare('MixUp', ((x, y),), num_classes=4, labels_getter=lambda inp: inp[0][1])   # a labels_getter
 
+def test_the_usual_call_skips_torchvisions_forward_and_nothing_else_does(monkeypatch):
+    "Plain `(images, labels)` take the shortcut; every other form still goes through torchvision's `forward`"
+    from collections import namedtuple
+    from torchvision.transforms.v2 import _augment
+    calls, long_way = [], _augment._BaseMixUpCutMix.forward
+    monkeypatch.setattr(_augment._BaseMixUpCutMix, 'forward', lambda self, *a: calls.append(1) or long_way(self, *a))
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([1, 0, 3, 3])
+    Pair = namedtuple('Pair', 'images labels')
+    for inputs, shortcut in [((x, y), True), (((x, y),), True), (([x, y],), False), ((Pair(x, y),), False),
+                             ((tv_tensors.Image(x), y), False), ((x, torch.rand(4, 4)), True),
+                             ((x, torch.rand(4, 5)), False), ((x[0], y), False), ((x, y, y), False)]:
+        for name in ('MixUp', 'CutMix'):
+            calls.clear()
+            for seed in range(3): compare(name, inputs, seed, num_classes=4)
+            assert len(calls) == 3 * (1 + (not shortcut)), (inputs, name, len(calls))   # torchvision's always once
+
 ERRORS = [  # (name, inputs, kwargs): torchvision raises; ours must raise the same type
     ('MixUp', lambda: (torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])), {}),                  # no num_classes
     ('CutMix', lambda: (torch.rand(4, 3, 8, 8), torch.rand(4, 5)), dict(num_classes=4)),          # 5 != 4
