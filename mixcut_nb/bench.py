@@ -42,9 +42,10 @@ def peak_extra_mb(f, device):
     return (_status_kb('VmHWM') - before) / 1024
 
 # %% ../nbs/17_bench.ipynb #49c60f9d
-def _per_sample(f, setup, device, target_s=2e-3):
+def _per_sample(f, setup, device, target_s=2e-3, warm=False):
     "How many calls in a row make one timed sample of about `target_s` seconds (at least 1, at most 200)"
-    setup(0); f(); _sync(device)                   # a first call, untimed: a cold one would ask for too few
+    setup(0); _sync(device)
+    if warm: f(); _sync(device)                    # counted from a second call: a cold first one asks for too few
     t0 = time.perf_counter(); f(); _sync(device)
     return max(1, min(200, int(target_s / max(time.perf_counter() - t0, 1e-7))))
 
@@ -305,7 +306,7 @@ def bench_torchvision(batch_size=128, img_size=224, repeats=7, seed=0, memory=Tr
     for case in TV_CASES:
         theirs, ours = (_tv_transform(lib, case, 1000) for lib in (tv2, v2))
         fns = dict(tv=lambda: theirs(x, y), ours=lambda: ours(x, y))
-        number = {k: _per_sample(f, setup, cpu, target_s=0.02) for k, f in fns.items()}
+        number = {k: _per_sample(f, setup, cpu, 0.02, warm=True) for k, f in fns.items()}
         t = time_calls(fns, setup, repeats, cpu, number, stat=np.median)
         same = _same_bits(theirs, ours, x, y, seed)
         rows.append(dict(case=f'{case} {batch_size}x3x{img_size}x{img_size}', tv_ms=t['tv'],
