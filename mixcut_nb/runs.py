@@ -198,6 +198,6 @@ def _stopped(e, epoch, epochs, kept):
     "A `UsageError` raised in an epoch, saying what was kept"
     return UsageError(f"{e} (stopped in epoch {epoch + 1} of {epochs}; {_kept(kept)})")
 
-def _interrupted(epoch, epochs, kept):
-    "What Ctrl-C in an epoch says"
-    return f"interrupted in epoch {epoch + 1} of {epochs}; {_kept(kept, 'mixcut_train ')}"
+def _interrupted(epoch, epochs, kept, how='interrupted'):
+    "What Ctrl-C (`how` 'interrupted') or SIGTERM ('terminated') in an epoch says"
+    return f"{how} in epoch {epoch + 1} of {epochs}; {_kept(kept, 'mixcut_train ')}"

@@ -14,7 +14,7 @@ import sys
 import torch.distributed as dist
 
 # %% ../nbs/16_train.ipynb #46404eab
-from .files import UsageError
+from .files import UsageError, Terminated, _terminable
 from .download import IMAGENETTE_URL, IMAGENETTE_MD5, IMAGENETTE_SIZE, MAX_MEMBERS, MAX_RATIO
 from .download import safe_extract, download_imagenette, check_folder
 from .flags import PRESETS, get_parser, mixing_active, mixup_args, _parse
@@ -35,12 +35,15 @@ _all_ = [
 
 # %% ../nbs/16_train.ipynb #2318b79b
 def main(argv=None):
-    "The `mixcut_train` command: bad input is one line on stderr and exit status 2; Ctrl-C, one line and 130"
+    "`mixcut_train`: bad input is one line on stderr and exit status 2; Ctrl-C one line and 130, SIGTERM 143"
     args = _parse(argv)
-    try: compare(args) if args.compare is not None else train(args)
+    try:
+        with _terminable(): compare(args) if args.compare is not None else train(args)
     except UsageError as e: print(f"mixcut_train: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt as e:                   # `train` says where it stopped; else it had not begun
-        print(f"mixcut_train: {str(e) or 'interrupted'}", file=sys.stderr); sys.exit(130)
+        term = isinstance(e, Terminated)
+        print(f"mixcut_train: {str(e) or ('terminated' if term else 'interrupted')}", file=sys.stderr)
+        sys.exit(143 if term else 130)
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 

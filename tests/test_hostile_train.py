@@ -210,6 +210,35 @@ def test_ctrl_c_as_a_dataloader_forks_is_not_lost(tmp_path):
         f'mixcut_train: interrupted in epoch 2 of 3; the checkpoint of epoch 1 is intact: '
         f'continue with mixcut_train --resume {out}/checkpoint.pt'], (r.returncode, r.stderr)
 
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_exits_143(tmp_path):
+    "`kill` (SIGTERM) in epoch 2: one line with the command that continues, no lock left, and the run resumes"
+    out = tmp_path / 'run'
+    p = subprocess.Popen([sys.executable, '-m', 'mixcut_nb.train', '--epochs', '3', '--max-steps', '10', '-b', '16',
+                          '--workers', '1', '--no-progress', '--output', str(out)], stderr=subprocess.PIPE, text=True)
+    err = [p.stderr.readline(), p.stderr.readline()]                                 # the start line, epoch 1's
+    assert err[1].startswith('epoch 1/3'), err
+    p.terminate()                                       # SIGTERM, to the command alone
+    err = ''.join(err + [p.communicate(timeout=120)[1]]).splitlines()
+    assert p.returncode == 143 and err[2:] == [f'mixcut_train: terminated in epoch 2 of 3; the checkpoint of epoch 1 '
+                                               f'is intact: continue with mixcut_train --resume {out}/checkpoint.pt'], err
+    assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'curves.png', 'metrics.csv', 'summary.json']
+    code, err = cli('--resume', out / 'checkpoint.pt')
+    assert code == 0 and err[-1].startswith('epoch 3/3'), err
+
+def test_sigterm_during_a_download_leaves_nothing_behind(tmp_path):
+    "`kill` while `--download` trickles: one line, exit 143, no partial file and no folder of its making"
+    data = tmp_path / 'data' / 'sets'
+    with server(Trickle) as url:
+        code = ('import sys; from mixcut_nb import download as D; from mixcut_nb.train import main\n'
+                f'D.IMAGENETTE_URL, D.IMAGENETTE_SIZE = "{url}/imagenette2-320.tgz", 100_000\n'
+                'main(["--download", sys.argv[1], "--no-progress"])')
+        p = subprocess.Popen([sys.executable, '-c', code, str(data)], stderr=subprocess.PIPE, text=True)
+        while not list(data.glob('.download-*')): assert p.poll() is None; time.sleep(0.05)
+        p.terminate()
+        err = p.communicate(timeout=60)[1].splitlines()
+    assert p.returncode == 143 and err == ['mixcut_train: terminated'], (p.returncode, err)
+    assert list(tmp_path.iterdir()) == []                # data/sets/ and data/ were made by it: removed too
+
 # ---- 8: a batch that cannot fit in memory ----
 
 def at_most_12_gb():
