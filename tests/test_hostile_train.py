@@ -3,15 +3,8 @@ import contextlib, http.server, json, os, re, resource, signal, socketserver, su
 from pathlib import Path
 import pytest, torch
 from mixcut_nb import train as T, download as D
-from mixcut_nb.data import digits_folder
 
-@pytest.fixture(scope='session', autouse=True)
-def cache(tmp_path_factory):
-    old = os.environ.get('MIXCUT_NB_CACHE')
-    os.environ['MIXCUT_NB_CACHE'] = str(tmp_path_factory.mktemp('cache'))   # training subprocesses inherit it
-    yield digits_folder()
-    if old is None: del os.environ['MIXCUT_NB_CACHE']
-    else: os.environ['MIXCUT_NB_CACHE'] = old
+pytestmark = pytest.mark.usefixtures('digits')     # the digits in a cache of the tests' own (conftest.py)
 
 QUICK = '--epochs 1 --max-steps 1 -b 2 --img-size 16 --workers 0 --no-progress'.split()
 

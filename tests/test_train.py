@@ -8,13 +8,7 @@ import mixcut_nb as mc
 from mixcut_nb import train as T, flags as F, loop as L
 from mixcut_nb.data import digits_folder
 
-@pytest.fixture(scope='session', autouse=True)
-def cache(tmp_path_factory):
-    old = os.environ.get('MIXCUT_NB_CACHE')
-    os.environ['MIXCUT_NB_CACHE'] = str(tmp_path_factory.mktemp('cache'))   # training subprocesses inherit it
-    yield digits_folder()
-    if old is None: del os.environ['MIXCUT_NB_CACHE']
-    else: os.environ['MIXCUT_NB_CACHE'] = old
+pytestmark = pytest.mark.usefixtures('digits')     # the digits in a cache of the tests' own (conftest.py)
 
 def parse(s): return T.get_parser().parse_args(s.split())
 
@@ -71,12 +65,12 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert [h['train_loss'] for h in a['history']] == [h['train_loss'] for h in b['history']]
     assert (tmp_path / 'full' / 'metrics.csv').read_text().splitlines()[1:] != [] 
 
-def test_two_process_ddp_counts_every_sample(tmp_path, cache):
+def test_two_process_ddp_counts_every_sample(tmp_path, digits):
     out = tmp_path / 'ddp'
     r = subprocess.run(['torchrun', '--standalone', '--nproc_per_node', '2', '-m', 'mixcut_nb.train', '--cutmix', '1', '--mixup-mode', 'elem',
                         '--epochs', '2', '--max-steps', '3', '--workers', '0', '-b', '16', '--output', str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    n_val = sum(1 for _ in (cache / 'val').rglob('*.png'))
+    n_val = sum(1 for _ in (digits / 'val').rglob('*.png'))
     s = json.loads((out / 'summary.json').read_text())
     assert s['epochs'] == 2 and (s['last']['train_images'], s['last']['val_images']) == (2 * 3 * 16, n_val)
     assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pt', 'curves.png', 'metrics.csv', 'summary.json']
@@ -209,11 +203,11 @@ def test_cli_exit_status_is_2_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'mixcut_nb.train', str(tmp_path / 'missing')], capture_output=True, text=True)
     assert r.returncode == 2 and 'Traceback' not in r.stderr and r.stderr.count('\n') == 1
 
-def test_digits_folder_is_written_once(cache):
-    assert sorted(p.name for p in (cache / 'train').iterdir()) == [str(i) for i in range(10)]
-    assert sum(1 for _ in cache.rglob('*.png')) == 1797
-    mtime = (cache / 'train').stat().st_mtime
-    assert digits_folder() == cache and (cache / 'train').stat().st_mtime == mtime
+def test_digits_folder_is_written_once(digits):
+    assert sorted(p.name for p in (digits / 'train').iterdir()) == [str(i) for i in range(10)]
+    assert sum(1 for _ in digits.rglob('*.png')) == 1797
+    mtime = (digits / 'train').stat().st_mtime
+    assert digits_folder() == digits and (digits / 'train').stat().st_mtime == mtime
 
 @pytest.mark.slow
 def test_default_run_reaches_90_percent(tmp_path):
@@ -430,17 +424,17 @@ def test_the_start_line_names_the_methods(tmp_path, capsys):
     assert 'mixing on the batch (one per batch of Mixup 25%, FMix 75%), label noise 25% (360 of 1438 training labels)' in first, first
 
 @pytest.mark.parametrize('p', [0.2, 0.5])
-def test_label_noise_moves_a_share_of_training_labels_only(cache, p):
-    clean_tr, clean_val = T.make_loaders(F._resolve(parse('--workers 0')), cache)
-    tr, val = T.make_loaders(F._resolve(parse(f'--label-noise {p} --seed 3 --workers 0')), cache)
+def test_label_noise_moves_a_share_of_training_labels_only(digits, p):
+    clean_tr, clean_val = T.make_loaders(F._resolve(parse('--workers 0')), digits)
+    tr, val = T.make_loaders(F._resolve(parse(f'--label-noise {p} --seed 3 --workers 0')), digits)
     y0, y = np.array(clean_tr.dataset.targets), np.array(tr.dataset.targets)
     assert (y != y0).sum() == round(p * len(y)) == tr.dataset.noisy_labels          # the share asked for, each one moved
     assert [t for _, t in tr.dataset.samples] == y.tolist() and [tr.dataset[i][1] for i in range(0, len(y), 97)] == y[::97].tolist()
     assert [path for path, _ in tr.dataset.samples] == [path for path, _ in clean_tr.dataset.samples]
     assert val.dataset.samples == clean_val.dataset.samples and val.dataset.targets == clean_val.dataset.targets   # validation untouched
-    again, _ = T.make_loaders(F._resolve(parse(f'--label-noise {p} --seed 3 --workers 2')), cache, rank=1, world=2)
+    again, _ = T.make_loaders(F._resolve(parse(f'--label-noise {p} --seed 3 --workers 2')), digits, rank=1, world=2)
     assert again.dataset.targets == y.tolist()                                       # the same seed: the same labels, in any process
-    other, _ = T.make_loaders(F._resolve(parse(f'--label-noise {p} --seed 4 --workers 0')), cache)
+    other, _ = T.make_loaders(F._resolve(parse(f'--label-noise {p} --seed 4 --workers 0')), digits)
     assert other.dataset.targets != y.tolist()
 
 def test_noisy_labels_go_to_every_other_class_alike():
