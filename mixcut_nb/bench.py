@@ -215,11 +215,11 @@ def run(argv=None)->list:
     "Parse `mixcut_bench`'s arguments, print the table and return its rows"
     p = _parser()
     a = p.parse_args(argv)
-    if a.batch_size < 1 or (a.img_size or 1) < 1 or a.repeats < 1:
+    if a.batch_size < 1 or (a.img_size is not None and a.img_size < 1) or a.repeats < 1:
         p.error('--batch-size, --img-size and --repeats must be >= 1')
     if a.threads: torch.set_num_threads(a.threads)
     if a.torchvision: return _against_torchvision(a)
-    a.img_size = a.img_size or 224
+    if a.img_size is None: a.img_size = 224
     if a.beyond: return _beyond_timm(a)
     rows = _against_timm(a)
     print(format_table(rows))
@@ -329,7 +329,7 @@ def format_torchvision(rows):
 def _against_torchvision(a):
     "The rows of torchvision's v2 `MixUp`, `CutMix` and `RandomChoice` against mixcut_nb's, printed"
     import torchvision
-    sizes = (a.img_size,) if a.img_size else (224, 32)
+    sizes = (224, 32) if a.img_size is None else (a.img_size,)
     with use_kernel(a.kernel):
         rows = [r for s in sizes for r in bench_torchvision(a.batch_size, s, a.repeats, a.seed)]
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} "
