@@ -188,6 +188,10 @@ def _raise(signum, frame=None):
     "Raise what the signal `signum` means: `Terminated` for SIGTERM, `KeyboardInterrupt` for SIGINT"
     raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
+def _how_stopped(e):
+    "What stopped a run that raised `e`, and the command's exit status: SIGTERM's or Ctrl-C's"
+    return ('terminated', 143) if isinstance(e, Terminated) else ('interrupted', 130)
+
 # %% ../nbs/10_files.ipynb #383ce3af
 @contextlib.contextmanager
 def _handling(handler, signums=tuple(_DEFAULTS)):

@@ -18,7 +18,7 @@ from .collate import FastCollateMixup
 from .beyond import ResizeMix, FMix, SaliencyMix, MixChoice
 from .data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .files import UsageError, _reason, _progress, _check_writable, _clean_stale, _locked
-from .files import _cpu_memory, _ctrl_c, _ctrl_c_pending, Terminated
+from .files import _cpu_memory, _ctrl_c, _ctrl_c_pending, _how_stopped
 from .download import check_folder, _load_rgb, _data
 from .flags import _methods_on, mixing_active, mixup_args, _mix_p, _check_mixing, _resolve
 from .runs import OUTPUTS, write_metrics, save_checkpoint, _restore, _resume, _check_classes
@@ -384,6 +384,6 @@ def train(args, log:bool=True):
         for epoch in range(run.start, run.args.epochs):
             try: _keep(run, _epoch(run, epoch))
             except KeyboardInterrupt as e:          # Ctrl-C, or SIGTERM: `Terminated`
-                how = 'terminated' if isinstance(e, Terminated) else 'interrupted'
+                how, _ = _how_stopped(e)
                 raise type(e)(_interrupted(epoch, run.args.epochs, run.kept, how)) from None
     return run.history

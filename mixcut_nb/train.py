@@ -14,7 +14,7 @@ import sys
 import torch.distributed as dist
 
 # %% ../nbs/16_train.ipynb #46404eab
-from .files import UsageError, Terminated, _terminable
+from .files import UsageError, _terminable, _how_stopped
 from .download import IMAGENETTE_URL, IMAGENETTE_MD5, IMAGENETTE_SIZE, MAX_MEMBERS, MAX_RATIO
 from .download import safe_extract, download_imagenette, check_folder
 from .flags import PRESETS, get_parser, mixing_active, mixup_args, _parse
@@ -41,9 +41,8 @@ def main(argv=None):
         with _terminable(): compare(args) if args.compare is not None else train(args)
     except UsageError as e: print(f"mixcut_train: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt as e:                   # `train` says where it stopped; else it had not begun
-        term = isinstance(e, Terminated)
-        print(f"mixcut_train: {str(e) or ('terminated' if term else 'interrupted')}", file=sys.stderr)
-        sys.exit(143 if term else 130)
+        how, status = _how_stopped(e)
+        print(f"mixcut_train: {str(e) or how}", file=sys.stderr); sys.exit(status)
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 
